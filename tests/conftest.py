@@ -1,0 +1,117 @@
+"""Shared fixtures: a tiny random Llama-shaped model with a real chat template, no files needed."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+
+import pytest
+import torch
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+def make_tokenizer():
+    """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
+    for ch in sorted(alphabet):
+        vocab[ch] = len(vocab)
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        additional_special_tokens=SPECIALS,
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    tok.padding_side = "left"
+    # TransformerLens reloads tokenizers by name_or_path, so give it a real folder
+    folder = tempfile.mkdtemp(prefix="personalens-tok-")
+    tok.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, padding_side="left")
+
+
+def make_tiny_model(tokenizer=None, seed: int = 0, n_layers: int = 3):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tokenizer = tokenizer or make_tokenizer()
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        n_key_value_heads=2,
+        d_mlp=64,
+        d_vocab=len(tokenizer),
+        n_ctx=256,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        final_rms=True,
+        default_prepend_bos=False,
+        seed=seed,
+        device="cpu",
+        model_name="tiny-random",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(cfg, tokenizer, default_padding_side="left")
+    with torch.no_grad():  # make the random model's greedy outputs less degenerate
+        for p in model.parameters():
+            if p.ndim >= 2:
+                p.mul_(3.0)
+    model.eval()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return make_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    return make_tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory, tokenizer):
+    """A tiny random HF Llama saved with save_pretrained, in a folder whose name contains 'llama'."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=6,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    folder = tmp_path_factory.mktemp("models") / "my-llama-finetune"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
