@@ -39,8 +39,8 @@ test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check personalens tests experiments
-	$(VENV)/bin/ruff format --check personalens tests experiments
+	$(VENV)/bin/ruff check personalens tests experiments tools
+	$(VENV)/bin/ruff format --check personalens tests experiments tools
 
 bench: install
 	$(PY) experiments/benchmarks/run.py

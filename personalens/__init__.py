@@ -29,7 +29,24 @@ _EXPORTS = {
     "GenerationResult": "personalens.generation",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "EMBEDDED_MODEL_NAME",
+    "HOOK_TEMPLATE",
+    "ChatBatch",
+    "GenerationConfig",
+    "GenerationResult",
+    "ModelLoadError",
+    "PersonaLensError",
+    "__version__",
+    "build_messages",
+    "format_chat",
+    "generate",
+    "hook_name",
+    "load_model",
+    "model_info",
+    "tokenize_pairs",
+    "tokenize_prompts",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .chat import ChatBatch, build_messages, format_chat, tokenize_pairs, tokenize_prompts

@@ -17,8 +17,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
         help="TransformerLens model name, local HF directory or .gguf file "
         "(default: the embedded SmolLM2-135M-Instruct, offline)",
     )
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU)")
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU)"
+    )
 
 
 def _load(args: argparse.Namespace):

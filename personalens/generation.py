@@ -96,7 +96,9 @@ def sample_seed(seed: int, conversation: Sequence[Message], sample_index: int) -
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") >> 1
 
 
-def _top_p_filter(probs: Float[Tensor, "batch vocab"], top_p: float) -> Float[Tensor, "batch vocab"]:
+def _top_p_filter(
+    probs: Float[Tensor, "batch vocab"], top_p: float
+) -> Float[Tensor, "batch vocab"]:
     if top_p >= 1.0:
         return probs
     sorted_probs, order = probs.sort(dim=-1, descending=True)

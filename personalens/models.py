@@ -184,7 +184,9 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
 
 def _gguf_cache_dir(gguf_path: Path) -> Path:
     st = gguf_path.stat()
-    key = hashlib.sha256(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
+    key = hashlib.sha256(
+        f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+    ).hexdigest()
     return cache_dir() / "models" / f"{gguf_path.stem}-{key[:12]}"
 
 
@@ -266,9 +268,7 @@ def hf_to_hooked(
         # TL 3.x deprecates HookedTransformer for TransformerBridge; we stay on it on purpose
         # (sae-lens requires transformer-lens < 4, and the hook names are our interface).
         warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(
-            cfg, tokenizer, move_to_device=False, default_padding_side="left"
-        )
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
     model.load_and_process_state_dict(
         state_dict,
         fold_ln=False,
@@ -278,9 +278,17 @@ def hf_to_hooked(
         refactor_factored_attn_matrices=False,
     )
     model.move_model_modules_to_device()
+    return _finish(model)
+
+
+def _finish(model: HookedTransformer) -> HookedTransformer:
+    """Inference mode, frozen weights, and the copy-free weight layout (bitwise identical)."""
+    from .layout import fast_weight_layout
+
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
+    fast_weight_layout(model)
     return model
 
 
@@ -400,10 +408,7 @@ def load_from_hub(name: str, *, device: str, dtype: torch.dtype) -> HookedTransf
                 f"({type(exc).__name__}). " + offline_fix
             ) from exc
         raise
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
+    return _finish(model)
 
 
 # ----------------------------------------------------------------------------- entry point

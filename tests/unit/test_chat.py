@@ -16,7 +16,10 @@ from personalens.errors import PersonaLensError
 def test_format_uses_the_models_template(tokenizer):
     msgs = build_messages("Hi", system="Be kind.")
     text = format_chat(tokenizer, msgs)
-    assert text == "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        text
+        == "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_multi_turn(tokenizer):

@@ -1,12 +1,15 @@
 import json
-import os
 import subprocess
 import sys
 
 
 def _run(args, **kw):
     return subprocess.run(
-        [sys.executable, "-m", "personalens", *args], capture_output=True, text=True, timeout=300, **kw
+        [sys.executable, "-m", "personalens", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        **kw,
     )
 
 
@@ -31,7 +34,17 @@ def test_cli_info_on_local_dir(tiny_hf_dir):
 
 def test_cli_chat_from_a_pipe(tiny_hf_dir):
     out = _run(
-        ["chat", "--model", str(tiny_hf_dir), "--max-new-tokens", "4", "--system", "Be brief.", "--format", "jsonl"],
+        [
+            "chat",
+            "--model",
+            str(tiny_hf_dir),
+            "--max-new-tokens",
+            "4",
+            "--system",
+            "Be brief.",
+            "--format",
+            "jsonl",
+        ],
         input="hello\n/reset\nsecond question\n/exit\nnot read\n",
     )
     assert out.returncode == 0, out.stderr
@@ -45,3 +58,11 @@ def test_cli_errors_are_one_line(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("personalens: error: No such model path")
     assert "Traceback" not in out.stderr
+
+
+def test_public_names_resolve():
+    import personalens
+
+    assert set(personalens.__all__) == {*personalens._EXPORTS, "__version__"}
+    for name in personalens.__all__:
+        assert getattr(personalens, name) is not None

@@ -25,7 +25,9 @@ def test_hf_index_round_trip():
 def test_check_layer():
     assert check_layer(0, 30) == 0
     assert check_layer(-1, 30) == 29
-    with pytest.raises(ValueError, match=r"unknown layer 30: this model has 30 layers, numbered 0..29"):
+    with pytest.raises(
+        ValueError, match=r"unknown layer 30: this model has 30 layers, numbered 0..29"
+    ):
         check_layer(30, 30)
     with pytest.raises(ValueError, match="unknown layer -31"):
         check_layer(-31, 30)

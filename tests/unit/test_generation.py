@@ -49,7 +49,9 @@ def test_sampling_is_seeded_per_sample(tiny_model):
     a = generate(tiny_model, PROMPTS, batch_size=5, **kw)
     b = generate(tiny_model, list(reversed(PROMPTS)), batch_size=2, **kw)
     assert a.response_tokens == [
-        t for p in range(len(PROMPTS)) for t in b.response_tokens[(len(PROMPTS) - 1 - p) * 3 : (len(PROMPTS) - p) * 3]
+        t
+        for p in range(len(PROMPTS))
+        for t in b.response_tokens[(len(PROMPTS) - 1 - p) * 3 : (len(PROMPTS) - p) * 3]
     ]
     c = generate(tiny_model, PROMPTS, batch_size=5, seed=1, **{k: v for k, v in kw.items()})
     assert c.response_tokens != a.response_tokens
@@ -60,7 +62,9 @@ def test_sampling_is_seeded_per_sample(tiny_model):
 def test_stop_on_end_of_turn(tiny_model):
     res = generate(tiny_model, PROMPTS, max_new_tokens=20)
     im_end = tiny_model.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    forced = generate(tiny_model, PROMPTS, max_new_tokens=20, stop_token_ids=(res.response_tokens[0][0],))
+    forced = generate(
+        tiny_model, PROMPTS, max_new_tokens=20, stop_token_ids=(res.response_tokens[0][0],)
+    )
     assert forced.response_tokens[0] == [] and forced.finish_reasons[0] == "stop"
     for toks, why in zip(res.response_tokens, res.finish_reasons):
         assert im_end not in toks

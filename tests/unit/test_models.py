@@ -29,7 +29,9 @@ def test_local_dir_resid_basis_and_logits_match_hf(tiny_hf_dir, loaded):
         logits, cache = loaded.run_with_cache(tokens)
     n_layers = loaded.cfg.n_layers
     for layer in range(n_layers - 1):  # HF's last entry is after the final norm
-        torch.testing.assert_close(cache[hook_name(layer)], ref.hidden_states[layer + 1], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(
+            cache[hook_name(layer)], ref.hidden_states[layer + 1], rtol=1e-4, atol=1e-4
+        )
     torch.testing.assert_close(cache["blocks.0.hook_resid_pre"], ref.hidden_states[0])
     torch.testing.assert_close(logits, ref.logits, rtol=1e-4, atol=1e-4)
 
@@ -109,11 +111,15 @@ def test_hub_unreachable_is_a_clear_error(tmp_path):
         "try:\n    load_model('gpt2')\n"
         "except ModelLoadError as e:\n    print('CLEAR:', e)\n"
     )
-    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path), HF_HUB_OFFLINE="0")
+    env = dict(
+        os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HOME=str(tmp_path), HF_HUB_OFFLINE="0"
+    )
     env.pop("TRANSFORMERS_OFFLINE", None)
     env["HF_HUB_ETAG_TIMEOUT"] = "2"
     env["HF_HUB_DOWNLOAD_TIMEOUT"] = "2"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
     assert "CLEAR:" in out.stdout, out.stdout + out.stderr[-3000:]
     assert "unreachable" in out.stdout
 
