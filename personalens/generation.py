@@ -202,12 +202,41 @@ def generate(
     before the first end-of-turn token, which is not included.
     """
     config = replace(config or GenerationConfig(), **overrides)
-    tokenizer = model.tokenizer
-    if tokenizer is None:
-        raise PersonaLensError("the model has no tokenizer; load it with personalens.load_model")
     if isinstance(prompts, str):
         prompts = [prompts]
     conversations = [as_conversation(p, system) for p in prompts]
+    jobs = [(p, s) for p in range(len(conversations)) for s in range(config.n)]
+    return _run_jobs(model, conversations, jobs, config)
+
+
+def generate_samples(
+    model: HookedTransformer,
+    conversations: Sequence[Sequence[Message]],
+    sample_indices: Sequence[int],
+    config: GenerationConfig | None = None,
+) -> GenerationResult:
+    """One reply per conversation: reply number ``sample_indices[i]`` of conversation ``i``.
+
+    Seeds are those :func:`generate` uses, so sample ``k`` here equals sample ``k`` of
+    ``generate(..., n > k)``: a pipeline can generate any subset of samples, in any order.
+    """
+    if len(conversations) != len(sample_indices):
+        raise PersonaLensError("give one sample index per conversation")
+    conversations = [as_conversation(c) for c in conversations]
+    jobs = list(enumerate(int(s) for s in sample_indices))
+    return _run_jobs(model, conversations, jobs, config or GenerationConfig())
+
+
+def _run_jobs(
+    model: HookedTransformer,
+    conversations: list[list[Message]],
+    jobs: list[tuple[int, int]],
+    config: GenerationConfig,
+) -> GenerationResult:
+    """Generate (conversation index, sample index) jobs; results come back in ``jobs`` order."""
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise PersonaLensError("the model has no tokenizer; load it with personalens.load_model")
     if not conversations:
         raise PersonaLensError("no prompts given")
     encoded = [encode_chat(tokenizer, c) for c in conversations]
@@ -215,10 +244,11 @@ def generate(
     stop_ids = config.stop_token_ids or tuple(stop_token_ids(tokenizer))
     stops = torch.tensor(stop_ids, dtype=torch.long, device=model.cfg.device)
 
-    # one job per sample; longest first so batches hold similar lengths (less padding)
-    jobs = [(p, s) for p in range(len(conversations)) for s in range(config.n)]
-    jobs.sort(key=lambda j: -len(encoded[j[0]]))
-    batches = [jobs[i : i + config.batch_size] for i in range(0, len(jobs), config.batch_size)]
+    # longest first so batches hold similar lengths (less padding)
+    ordered = sorted(jobs, key=lambda j: -len(encoded[j[0]]))
+    batches = [
+        ordered[i : i + config.batch_size] for i in range(0, len(ordered), config.batch_size)
+    ]
     show = config.progress if config.progress is not None else len(batches) > 1
     results: dict[tuple[int, int], tuple[list[int], str]] = {}
 
@@ -240,15 +270,14 @@ def generate(
         if bar is not None:
             bar.close()
 
-    order = [(p, s) for p in range(len(conversations)) for s in range(config.n)]
-    response_tokens = [results[j][0] for j in order]
+    response_tokens = [results[j][0] for j in jobs]
     return GenerationResult(
-        conversations=[conversations[p] for p, _ in order],
-        prompt_index=[p for p, _ in order],
-        sample_index=[s for _, s in order],
-        prompt_tokens=[encoded[p] for p, _ in order],
+        conversations=[conversations[p] for p, _ in jobs],
+        prompt_index=[p for p, _ in jobs],
+        sample_index=[s for _, s in jobs],
+        prompt_tokens=[encoded[p] for p, _ in jobs],
         response_tokens=response_tokens,
         responses=[tokenizer.decode(t, skip_special_tokens=True) for t in response_tokens],
-        finish_reasons=[results[j][1] for j in order],
+        finish_reasons=[results[j][1] for j in jobs],
         config=config,
     )

@@ -112,3 +112,18 @@ def test_config_validation():
         GenerationConfig(top_p=0.0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         GenerationConfig(max_new_tokens=0)
+
+
+def test_generate_samples_matches_generate(tiny_model):
+    from personalens.chat import as_conversation
+    from personalens.generation import generate_samples
+
+    kw = dict(max_new_tokens=6, temperature=1.0)
+    full = generate(tiny_model, PROMPTS[:2], n=3, **kw)
+    convs = [as_conversation(PROMPTS[1]), as_conversation(PROMPTS[0]), as_conversation(PROMPTS[1])]
+    some = generate_samples(tiny_model, convs, [2, 1, 0], GenerationConfig(**kw))
+    assert some.response_tokens == [
+        full.response_tokens[5],
+        full.response_tokens[1],
+        full.response_tokens[3],
+    ]

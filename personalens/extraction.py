@@ -1,0 +1,604 @@
+"""From a trait to a persona vector: the Persona Vectors pipeline, batched and resumable.
+
+Stages (each callable on its own from a notebook; with ``run_dir`` each caches its output):
+
+1. :func:`generate_responses`: every (question x instruction pair x pos/neg x sample), for the
+   extraction questions and the held-out evaluation questions.
+2. :func:`judge_responses`: trait score and coherence (0-100, NaN when unscorable).
+3. :func:`filter_pairs`: keep a (pos, neg) pair, matched by split/pair/question/sample keys
+   (never by row order), when pos >= threshold, neg < 100 - threshold and both coherence >= 50.
+4. :func:`collect_run_activations`: response-average, prompt-average and last-prompt-token
+   summaries at every layer for the kept samples.
+5. :func:`extract_persona_vector`: mean(pos) - mean(neg) per layer, a ``[n_layers, d_model]``
+   :class:`~personalens.vector.PersonaVector` per variant.
+6. :func:`heldout_layer_auc`: ROC-AUC per layer of the projection onto the vector separating
+   held-out pos from neg samples.
+
+Resuming: work is cut into fixed chunks over the full job list; each finished chunk is appended
+to the run directory in one flushed write (JSONL) or one atomic file (activation shards).
+Running the same command again skips finished chunks and recomputes the rest with the same
+batches and the same per-sample seeds, so the result is identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ._io import append_jsonl, atomic_write_bytes, atomic_write_json, iter_chunks, read_jsonl
+from .activations import VARIANTS, ActivationSet, summarize_batch
+from .chat import as_conversation, encode_chat
+from .errors import PersonaLensError
+from .generation import GenerationConfig, generate_samples
+from .judge import Judge, JudgeItem
+from .metrics import roc_auc
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+    from .traits import Trait
+    from .vector import PersonaVector
+
+SPLITS = ("extract", "eval")
+SIDES = ("pos", "neg")
+
+
+class NothingPassedError(PersonaLensError):
+    """No (pos, neg) pair passed the judge filter."""
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Settings of an extraction run (written to ``config.json`` in the run directory)."""
+
+    n_per_question: int = 1
+    max_new_tokens: int = 48
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+    threshold: float = 50.0
+    coherence_threshold: float = 50.0
+    pairs: tuple[int, ...] | None = None  # instruction pairs to use (None: all)
+    generation_batch_size: int = 32
+    activation_batch_size: int = 16
+    judge_chunk: int = 64
+    min_heldout_per_class: int = 3
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            batch_size=self.generation_batch_size,
+            progress=False,
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    key: str
+    split: str
+    side: str
+    pair: int
+    question_index: int
+    sample: int
+    system: str
+    question: str
+
+    @property
+    def match_key(self) -> str:
+        """The key shared by a job and its contrastive partner (same everything but side)."""
+        return f"{self.split}/p{self.pair}/q{self.question_index}/s{self.sample}"
+
+
+def build_jobs(trait: Trait, config: ExtractionConfig) -> list[Job]:
+    """All generation jobs, in a fixed order (the order defines the resumable chunks)."""
+    extract_q, eval_q = trait.split_questions()
+    pairs = config.pairs if config.pairs is not None else tuple(range(trait.n_pairs))
+    bad = [p for p in pairs if not 0 <= p < trait.n_pairs]
+    if bad:
+        raise PersonaLensError(
+            f"instruction pair(s) {bad} out of range: the trait has {trait.n_pairs} pairs"
+        )
+    jobs = []
+    for split, questions in (("extract", extract_q), ("eval", eval_q)):
+        for pair in pairs:
+            for qi, question in enumerate(questions):
+                for sample in range(config.n_per_question):
+                    for side in SIDES:
+                        jobs.append(
+                            Job(
+                                key=f"{split}/{side}/p{pair}/q{qi}/s{sample}",
+                                split=split,
+                                side=side,
+                                pair=pair,
+                                question_index=qi,
+                                sample=sample,
+                                system=trait.system_prompt(pair, side),
+                                question=question,
+                            )
+                        )
+    return jobs
+
+
+def _chunk_id(keys: Sequence[str]) -> str:
+    return hashlib.sha1("\n".join(keys).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------- 1. generation
+
+
+def generate_responses(
+    model: HookedTransformer,
+    jobs: Sequence[Job],
+    config: ExtractionConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl."""
+    path = Path(run_dir) / "responses.jsonl" if run_dir else None
+    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
+    gen_cfg = config.generation_config()
+    chunks = list(iter_chunks(list(jobs), config.generation_batch_size))
+    todo = [c for c in chunks if not all(j.key in done for j in c)]
+    bar = _bar(
+        progress and bool(todo),
+        len(jobs),
+        "generating",
+        initial=len(jobs) - sum(len(c) for c in todo),
+    )
+    try:
+        for chunk in todo:
+            conversations = [as_conversation(j.question, j.system) for j in chunk]
+            res = generate_samples(model, conversations, [j.sample for j in chunk], gen_cfg)
+            records = [
+                {
+                    **asdict(j),
+                    "response": res.responses[i],
+                    "response_tokens": res.response_tokens[i],
+                    "finish_reason": res.finish_reasons[i],
+                }
+                for i, j in enumerate(chunk)
+            ]
+            new = [r for r in records if r["key"] not in done]
+            if path:
+                append_jsonl(path, new)
+            done.update({r["key"]: r for r in new})
+            if bar:
+                bar.update(len(chunk))
+    finally:
+        if bar:
+            bar.close()
+    return [done[j.key] for j in jobs]
+
+
+# ----------------------------------------------------------------------------- 2. judging
+
+
+def judge_responses(
+    records: Sequence[dict[str, Any]],
+    trait: Trait,
+    judge: Judge,
+    config: ExtractionConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """``{key: {"trait": score, "coherence": score}}``; resumes from judge_scores.jsonl."""
+    path = Path(run_dir) / "judge_scores.jsonl" if run_dir else None
+    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
+    chunks = list(iter_chunks(list(records), config.judge_chunk))
+    todo = [c for c in chunks if not all(r["key"] in done for r in c)]
+    bar = _bar(
+        progress and bool(todo),
+        len(records),
+        "judging",
+        initial=len(records) - sum(len(c) for c in todo),
+    )
+    try:
+        for chunk in todo:
+            items = [JudgeItem(r["question"], r["response"]) for r in chunk]
+            trait_scores = judge.score_trait(trait, items)
+            coherence = judge.score_coherence(items)
+            rows = [
+                {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
+                for r, t, c in zip(chunk, trait_scores, coherence)
+            ]
+            new = [row for row in rows if row["key"] not in done]
+            if path:
+                append_jsonl(path, new)
+            done.update({row["key"]: row for row in new})
+            if bar:
+                bar.update(len(chunk))
+    finally:
+        if bar:
+            bar.close()
+    return {
+        r["key"]: {
+            "trait": _nan(done[r["key"]]["trait"]),
+            "coherence": _nan(done[r["key"]]["coherence"]),
+        }
+        for r in records
+    }
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+# ----------------------------------------------------------------------------- 3. filtering
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    kept: dict[str, tuple[str, str]]  # match key -> (pos key, neg key)
+    n_candidates: int
+    reasons: dict[str, int]
+
+    def keys(self, split: str | None = None) -> list[str]:
+        return [
+            k
+            for m, pair in self.kept.items()
+            if split is None or m.startswith(split + "/")
+            for k in pair
+        ]
+
+
+def filter_pairs(
+    records: Sequence[dict[str, Any]], scores: dict[str, dict[str, float]], config: ExtractionConfig
+) -> FilterResult:
+    """Keep contrastive pairs whose pos reply shows the trait and neg reply does not."""
+    by_match: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in records:
+        match = f"{r['split']}/p{r['pair']}/q{r['question_index']}/s{r['sample']}"
+        by_match[match][r["side"]] = r
+    kept, reasons = {}, defaultdict(int)
+    thr, coh = config.threshold, config.coherence_threshold
+    for match, sides in by_match.items():
+        if set(sides) != {"pos", "neg"}:
+            reasons["unpaired"] += 1
+            continue
+        sp, sn = scores[sides["pos"]["key"]], scores[sides["neg"]["key"]]
+        ok = True
+        if not sp["trait"] >= thr:  # NaN fails too
+            reasons["pos trait < threshold (or unscorable)"] += 1
+            ok = False
+        if not sn["trait"] < 100 - thr:
+            reasons["neg trait >= 100 - threshold (or unscorable)"] += 1
+            ok = False
+        if not (sp["coherence"] >= coh and sn["coherence"] >= coh):
+            reasons["coherence < threshold (or unscorable)"] += 1
+            ok = False
+        if ok:
+            kept[match] = (sides["pos"]["key"], sides["neg"]["key"])
+    return FilterResult(kept=kept, n_candidates=len(by_match), reasons=dict(reasons))
+
+
+def score_distribution(records, scores) -> str:
+    lines = []
+    for split in SPLITS:
+        for side in SIDES:
+            vals = [scores[r["key"]] for r in records if r["split"] == split and r["side"] == side]
+            if not vals:
+                continue
+            t = torch.tensor([v["trait"] for v in vals], dtype=torch.float64)
+            c = torch.tensor([v["coherence"] for v in vals], dtype=torch.float64)
+            lines.append(
+                f"  {split}/{side}: n={len(vals)} trait mean {_fmt(t)} (NaN {int(t.isnan().sum())}), "
+                f"coherence mean {_fmt(c)} (NaN {int(c.isnan().sum())})"
+            )
+    return "\n".join(lines)
+
+
+def _fmt(t: torch.Tensor) -> str:
+    t = t[~t.isnan()]
+    if len(t) == 0:
+        return "n/a"
+    q = torch.quantile(t, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
+    return f"{t.mean().item():.1f} [p10 {q[0]:.1f}, median {q[1]:.1f}, p90 {q[2]:.1f}]"
+
+
+# ----------------------------------------------------------------------------- 4. activations
+
+
+def collect_run_activations(
+    model: HookedTransformer,
+    records: Sequence[dict[str, Any]],
+    config: ExtractionConfig,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, ActivationSet]:
+    """Summaries for each record (by key), in fixed chunks saved as atomic safetensors shards."""
+    from safetensors.torch import load_file
+    from safetensors.torch import save as safetensors_bytes
+
+    shard_dir = Path(run_dir) / "activations" if run_dir else None
+    tok = model.tokenizer
+    layers = tuple(range(model.cfg.n_layers))
+    out: dict[str, ActivationSet] = {}
+    chunks = list(iter_chunks(list(records), config.activation_batch_size))
+    bar = _bar(progress, len(records), "activations")
+    try:
+        for chunk in chunks:
+            keys = [r["key"] for r in chunk]
+            shard = shard_dir / f"{_chunk_id(keys)}.safetensors" if shard_dir else None
+            if shard is not None and shard.exists():
+                acts = ActivationSet.from_tensors(load_file(shard), layers)
+            else:
+                p_ids = [
+                    encode_chat(tok, as_conversation(r["question"], r["system"])) for r in chunk
+                ]
+                r_ids = [r["response_tokens"] for r in chunk]
+                acts = summarize_batch(model, p_ids, r_ids, layers)
+                if shard is not None:
+                    payload = safetensors_bytes(
+                        acts.to_tensors(), metadata={"keys": json.dumps(keys)}
+                    )
+                    atomic_write_bytes(shard, payload)
+            for i, k in enumerate(keys):
+                out[k] = acts.select([i])
+            if bar:
+                bar.update(len(chunk))
+    finally:
+        if bar:
+            bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- 5-6. vector, AUC
+
+
+def extract_persona_vector(
+    pos: ActivationSet,
+    neg: ActivationSet,
+    *,
+    variant: str = "response_avg",
+    model_name: str,
+    trait: str,
+    judge: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> PersonaVector:
+    """mean(pos) - mean(neg) at every layer, as a PersonaVector."""
+    from .vector import PersonaVector
+
+    if len(pos) == 0 or len(neg) == 0:
+        raise PersonaLensError(
+            f"cannot take a mean difference with {len(pos)} pos and {len(neg)} neg samples"
+        )
+    directions = pos.variant(variant).mean(0) - neg.variant(variant).mean(0)
+    return PersonaVector(
+        directions=directions,
+        model=model_name,
+        trait=trait,
+        method="mean_diff",
+        variant=variant,
+        n_pos=len(pos),
+        n_neg=len(neg),
+        judge=judge,
+        metadata=dict(metadata or {}),
+    )
+
+
+def heldout_layer_auc(
+    vector: PersonaVector, pos: ActivationSet, neg: ActivationSet, variant: str = "response_avg"
+) -> list[float]:
+    """Per layer: ROC-AUC of the projection onto the unit vector, pos vs neg samples."""
+    aucs = []
+    for layer in range(vector.n_layers):
+        direction = vector.unit(layer)
+        p = pos.variant(variant)[:, layer] @ direction
+        q = neg.variant(variant)[:, layer] @ direction
+        aucs.append(roc_auc(p, q))
+    return aucs
+
+
+# ----------------------------------------------------------------------------- the whole run
+
+
+@dataclass
+class ExtractionResult:
+    vectors: dict[str, PersonaVector]
+    summary: dict[str, Any]
+    records: list[dict[str, Any]] = field(repr=False)
+    scores: dict[str, dict[str, float]] = field(repr=False)
+
+    @property
+    def vector(self) -> PersonaVector:
+        return self.vectors["response_avg"]
+
+    def to_frame(self):
+        import pandas as pd
+
+        rows = [
+            {
+                **{
+                    k: r[k]
+                    for k in (
+                        "key",
+                        "split",
+                        "side",
+                        "pair",
+                        "question_index",
+                        "sample",
+                        "question",
+                        "response",
+                    )
+                },
+                **self.scores[r["key"]],
+            }
+            for r in self.records
+        ]
+        return pd.DataFrame.from_records(rows)
+
+
+def _check_run_config(run_dir: Path, resolved: dict[str, Any]) -> None:
+    path = run_dir / "config.json"
+    if path.exists():
+        previous = json.loads(path.read_text())
+        diffs = {
+            k: (previous.get(k), v)
+            for k, v in resolved.items()
+            if previous.get(k) != v and k != "started"
+        }
+        if diffs:
+            listed = "; ".join(
+                f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diffs.items())
+            )
+            raise PersonaLensError(
+                f"{run_dir} holds a run with different settings ({listed}). Resume with the same "
+                "settings, or pass a new --out directory."
+            )
+    else:
+        atomic_write_json(path, resolved)
+
+
+def run_extraction(
+    model: HookedTransformer,
+    trait: Trait,
+    judge: Judge,
+    config: ExtractionConfig | None = None,
+    run_dir: str | Path | None = None,
+    progress: bool = True,
+) -> ExtractionResult:
+    """All stages; with ``run_dir`` the run is resumable and writes its artifacts there."""
+    config = config or ExtractionConfig()
+    run = Path(run_dir) if run_dir else None
+    model_name = model.cfg.model_name
+    timings: dict[str, float] = {}
+    if run:
+        run.mkdir(parents=True, exist_ok=True)
+        for stale in ("summary.json", "vector.json"):  # a rerun invalidates old final artifacts
+            (run / stale).unlink(missing_ok=True)
+        _check_run_config(
+            run,
+            {
+                "trait": trait.name,
+                "trait_file": trait.to_dict(),
+                "model": model_name,
+                "judge": judge.name,
+                "config": json.loads(json.dumps(asdict(config))),
+            },
+        )
+    jobs = build_jobs(trait, config)
+
+    t0 = time.perf_counter()
+    records = generate_responses(model, jobs, config, run, progress)
+    timings["generate_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scores = judge_responses(records, trait, judge, config, run, progress)
+    timings["judge_s"] = time.perf_counter() - t0
+
+    filt = filter_pairs(records, scores, config)
+    train_keys = filt.keys("extract")
+    if not train_keys:
+        raise NothingPassedError(
+            f"no (pos, neg) pair of trait {trait.name!r} passed the filter (pos trait >= "
+            f"{config.threshold:g}, neg trait < {100 - config.threshold:g}, coherence >= "
+            f"{config.coherence_threshold:g}) out of {filt.n_candidates} candidates. Reasons: "
+            f"{filt.reasons}. Score distribution:\n{score_distribution(records, scores)}\n"
+            "Fix: lower --threshold, raise --n-per-question or --max-new-tokens, use stronger "
+            "instructions in the trait file, or a stronger judge/model. No vector was written."
+        )
+    by_key = {r["key"]: r for r in records}
+    heldout_kept = filt.keys("eval")
+    heldout_all = [r["key"] for r in records if r["split"] == "eval"]
+    wanted = list(dict.fromkeys(train_keys + heldout_all))
+    wanted_records = [by_key[k] for k in wanted if by_key[k]["response_tokens"]]
+
+    t0 = time.perf_counter()
+    acts = collect_run_activations(model, wanted_records, config, run, progress)
+    timings["activations_s"] = time.perf_counter() - t0
+
+    def gather(keys, side):
+        sel = [acts[k] for k in keys if k in acts and by_key[k]["side"] == side]
+        return ActivationSet.concat(sel) if sel else None
+
+    pos_train, neg_train = gather(train_keys, "pos"), gather(train_keys, "neg")
+    n_kept_pos = sum(1 for k in heldout_kept if by_key[k]["side"] == "pos" and k in acts)
+    n_kept_neg = sum(1 for k in heldout_kept if by_key[k]["side"] == "neg" and k in acts)
+    use_kept = min(n_kept_pos, n_kept_neg) >= config.min_heldout_per_class
+    auc_keys = heldout_kept if use_kept else heldout_all
+    pos_eval, neg_eval = gather(auc_keys, "pos"), gather(auc_keys, "neg")
+    if pos_eval is None or neg_eval is None:
+        raise PersonaLensError("no held-out samples with responses: cannot compute the layer AUC")
+
+    meta = {
+        "threshold": config.threshold,
+        "coherence_threshold": config.coherence_threshold,
+        "n_per_question": config.n_per_question,
+        "max_new_tokens": config.max_new_tokens,
+    }
+    vectors = {
+        v: extract_persona_vector(
+            pos_train,
+            neg_train,
+            variant=v,
+            model_name=model_name,
+            trait=trait.name,
+            judge=judge.name,
+            metadata=meta,
+        )
+        for v in VARIANTS
+    }
+    layer_auc = {v: heldout_layer_auc(vectors[v], pos_eval, neg_eval, variant=v) for v in VARIANTS}
+    best_layer = max(
+        range(len(layer_auc["response_avg"])), key=lambda L: (layer_auc["response_avg"][L], -L)
+    )
+
+    def side_stats(split, side):
+        vals = [
+            scores[r["key"]]["trait"] for r in records if r["split"] == split and r["side"] == side
+        ]
+        t = torch.tensor(vals, dtype=torch.float64)
+        t = t[~t.isnan()]
+        return round(t.mean().item(), 2) if len(t) else None
+
+    summary = {
+        "trait": trait.name,
+        "model": model_name,
+        "judge": judge.name,
+        "n_pos": len(pos_train),
+        "n_neg": len(neg_train),
+        "n_candidates": filt.n_candidates,
+        "n_pairs_kept": {s: sum(1 for m in filt.kept if m.startswith(s + "/")) for s in SPLITS},
+        "filter_reasons": filt.reasons,
+        "heldout_auc_on": "kept held-out pairs"
+        if use_kept
+        else "all held-out samples (too few kept pairs)",
+        "n_heldout_pos": len(pos_eval),
+        "n_heldout_neg": len(neg_eval),
+        "layer_auc": [round(a, 4) for a in layer_auc["response_avg"]],
+        "layer_auc_by_variant": {v: [round(a, 4) for a in layer_auc[v]] for v in VARIANTS},
+        "best_layer": best_layer,
+        "best_auc": round(layer_auc["response_avg"][best_layer], 4),
+        "mean_trait_score": {f"{s}/{side}": side_stats(s, side) for s in SPLITS for side in SIDES},
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "config": json.loads(json.dumps(asdict(config))),
+    }
+    if run:
+        for v, vec in vectors.items():
+            vec.save(run / "vectors" / v)
+        vectors["response_avg"].save(run / "vector")
+        atomic_write_json(run / "summary.json", summary)
+    return ExtractionResult(vectors=vectors, summary=summary, records=list(records), scores=scores)
+
+
+def _bar(show: bool, total: int, desc: str, initial: int = 0):
+    if not show:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", initial=initial)
