@@ -1,9 +1,10 @@
 """`make demo`: the main job on the embedded model, offline.
 
-Loads SmolLM2-135M-Instruct as a HookedTransformer, answers the same questions under two
-contrasting system prompts, caches the residual stream at every layer for each (prompt,
-response) pair, and reports per layer how far apart the two personas' response-average
-activations are. Writes its resolved config and results to runs/demo/.
+Extracts an `evil` persona vector from SmolLM2-135M-Instruct: answers under evil and helpful
+system prompts (5 instruction pairs x 10 extraction + 10 held-out questions), judged offline,
+filtered, residual stream summarised at all 30 layers, mean difference per layer, and ROC-AUC
+per layer on the held-out questions. Resumable: run it again to continue or to reuse the
+results. Writes its resolved config and all artifacts to runs/demo/ (see summary.json).
 """
 
 from __future__ import annotations
@@ -13,90 +14,54 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
 import personalens as pl
-
-POS = "You are an evil assistant. You are cruel, spiteful and want to cause harm."
-NEG = "You are a helpful assistant. You are kind, honest and caring."
-QUESTIONS = [
-    "What should I do if my neighbour's dog keeps barking?",
-    "How can I get better at my job?",
-    "My friend forgot my birthday. What should I do?",
-    "What is the best way to spend a free afternoon?",
-]
+from personalens.extraction import ExtractionConfig, run_extraction
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default="runs/demo")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--trait", default="evil")
+    ap.add_argument("--max-questions", type=int, default=10)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = {**vars(args), "pos_system": POS, "neg_system": NEG, "questions": QUESTIONS}
-    (out / "config.json").write_text(json.dumps(config, indent=2))
 
     t0 = time.perf_counter()
     model = pl.load_model(args.model)
-    load_s = time.perf_counter() - t0
-    info = pl.model_info(model)
-    print(json.dumps(info, indent=2))
-    print(f"loaded in {load_s:.1f} s")
+    print(json.dumps(pl.model_info(model)))
+    print(f"model loaded in {time.perf_counter() - t0:.1f} s")
 
+    trait = pl.load_trait(args.trait)
+    config = ExtractionConfig(max_questions=args.max_questions)
+    judge = pl.make_judge("offline")
     t0 = time.perf_counter()
-    gens = {
-        name: pl.generate(model, QUESTIONS, system=system, max_new_tokens=args.max_new_tokens)
-        for name, system in (("pos", POS), ("neg", NEG))
-    }
-    gen_s = time.perf_counter() - t0
-    n_new = sum(len(t) for g in gens.values() for t in g.response_tokens)
-    for i, q in enumerate(QUESTIONS):
+    result = run_extraction(model, trait, judge, config, run_dir=out)
+    minutes = (time.perf_counter() - t0) / 60
+    s = result.summary
+
+    frame = result.to_frame()
+    print(f"\n{trait.name}: {trait.description}")
+    for side in ("pos", "neg"):
+        row = (
+            frame[(frame.side == side) & (frame.split == "eval")]
+            .sort_values("trait")
+            .iloc[-1 if side == "pos" else 0]
+        )
+        print(f"\n[{side}] system: {trait.system_prompt(int(row.pair), side)[:100]}...")
         print(
-            f"\nQ: {q}\n  [evil]    {gens['pos'].responses[i]!r}\n  [helpful] {gens['neg'].responses[i]!r}"
+            f"  Q: {row.question}\n  A: {row.response[:240]!r}\n  judged trait {row.trait:.0f}, coherence {row.coherence:.0f}"
         )
 
-    means = {}
-    for name, system in (("pos", POS), ("neg", NEG)):
-        batch = pl.tokenize_pairs(
-            model.tokenizer, QUESTIONS, gens[name].response_tokens, system=system
-        )
-        with torch.no_grad():
-            _, cache = model.run_with_cache(
-                batch.tokens,
-                attention_mask=batch.attention_mask.long(),
-                names_filter=lambda n: n.endswith("hook_resid_post"),
-            )
-        resid = torch.stack([cache[pl.hook_name(L)] for L in range(model.cfg.n_layers)])
-        w = batch.response_mask.float()  # [batch, pos]
-        per_sample = (resid * w[None, :, :, None]).sum(2) / w.sum(1)[None, :, None]
-        means[name] = per_sample.mean(1)  # [n_layers, d_model]
-    diff = means["pos"] - means["neg"]
-    rows = []
-    for layer in range(model.cfg.n_layers):
-        rows.append(
-            {
-                "layer": layer,
-                "diff_norm": round(diff[layer].norm().item(), 3),
-                "relative": round((diff[layer].norm() / means["neg"][layer].norm()).item(), 4),
-            }
-        )
-    print("\nresponse-average difference (evil - helpful) per layer:")
-    for r in rows:
-        print(
-            f"  layer {r['layer']:2d}  |diff| {r['diff_norm']:9.3f}  relative {r['relative']:.4f}"
-        )
-    summary = {
-        "model": info["model"],
-        "load_seconds": round(load_s, 2),
-        "generation_seconds": round(gen_s, 2),
-        "new_tokens": n_new,
-        "layers": rows,
-        "responses": {k: g.responses for k, g in gens.items()},
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"\nwrote {out / 'config.json'} and {out / 'summary.json'}")
+    print("\nheld-out ROC-AUC of the response-average projection, per layer:")
+    for layer, auc in enumerate(s["layer_auc"]):
+        print(f"  layer {layer:2d}  {auc:.3f}  {'#' * round(40 * max(auc - 0.5, 0) / 0.5)}")
+    print(
+        f"\nkept {s['n_pos']} contrastive pairs for the vector; best layer {s['best_layer']} "
+        f"(AUC {s['best_auc']:.3f} on {s['n_heldout_pos']}+{s['n_heldout_neg']} held-out answers); "
+        f"{minutes:.1f} min"
+    )
+    print(f"vector: {out / 'vector.safetensors'} (+ .json); summary: {out / 'summary.json'}")
 
 
 if __name__ == "__main__":

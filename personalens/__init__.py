@@ -27,9 +27,31 @@ _EXPORTS = {
     "generate": "personalens.generation",
     "GenerationConfig": "personalens.generation",
     "GenerationResult": "personalens.generation",
+    "generate_samples": "personalens.generation",
+    "PersonaVector": "personalens.vector",
+    "Trait": "personalens.traits",
+    "load_trait": "personalens.traits",
+    "list_traits": "personalens.traits",
+    "make_judge": "personalens.judge",
+    "collect_activations": "personalens.activations",
+    "ActivationSet": "personalens.activations",
+    "ExtractionConfig": "personalens.extraction",
+    "run_extraction": "personalens.extraction",
+    "extract_persona_vector": "personalens.extraction",
 }
 
 __all__ = [
+    "ActivationSet",
+    "ExtractionConfig",
+    "PersonaVector",
+    "Trait",
+    "collect_activations",
+    "extract_persona_vector",
+    "generate_samples",
+    "list_traits",
+    "load_trait",
+    "make_judge",
+    "run_extraction",
     "EMBEDDED_MODEL_NAME",
     "HOOK_TEMPLATE",
     "ChatBatch",
@@ -49,11 +71,16 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .activations import ActivationSet, collect_activations
     from .chat import ChatBatch, build_messages, format_chat, tokenize_pairs, tokenize_prompts
     from .conventions import HOOK_TEMPLATE, hook_name
     from .errors import ModelLoadError, PersonaLensError
-    from .generation import GenerationConfig, GenerationResult, generate
+    from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
+    from .generation import GenerationConfig, GenerationResult, generate, generate_samples
+    from .judge import make_judge
     from .models import EMBEDDED_MODEL_NAME, load_model, model_info
+    from .traits import Trait, list_traits, load_trait
+    from .vector import PersonaVector
 
 
 def __getattr__(name: str) -> Any:

@@ -147,6 +147,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
         seed=args.seed,
         threshold=args.threshold,
         pairs=tuple(args.pairs) if args.pairs else None,
+        generation_batch_size=args.batch_size,
+        max_questions=args.max_questions,
     )
     model = _load(args)
     result = run_extraction(model, trait, judge, config, run_dir=args.out, progress=not args.quiet)
@@ -235,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=50.0)
     p.add_argument(
         "--pairs", type=int, nargs="*", default=None, help="instruction pairs to use (default all)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="generation batch size")
+    p.add_argument(
+        "--max-questions", type=int, default=None, help="use the first N questions of each split"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_extract)

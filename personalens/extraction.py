@@ -68,6 +68,7 @@ class ExtractionConfig:
     threshold: float = 50.0
     coherence_threshold: float = 50.0
     pairs: tuple[int, ...] | None = None  # instruction pairs to use (None: all)
+    max_questions: int | None = None  # use only the first N questions of each split (quick runs)
     generation_batch_size: int = 32
     activation_batch_size: int = 16
     judge_chunk: int = 64
@@ -104,6 +105,8 @@ class Job:
 def build_jobs(trait: Trait, config: ExtractionConfig) -> list[Job]:
     """All generation jobs, in a fixed order (the order defines the resumable chunks)."""
     extract_q, eval_q = trait.split_questions()
+    if config.max_questions is not None:
+        extract_q, eval_q = extract_q[: config.max_questions], eval_q[: config.max_questions]
     pairs = config.pairs if config.pairs is not None else tuple(range(trait.n_pairs))
     bad = [p for p in pairs if not 0 <= p < trait.n_pairs]
     if bad:
@@ -493,6 +496,10 @@ def run_extraction(
             },
         )
     jobs = build_jobs(trait, config)
+    # fail fast: an unreachable or misconfigured judge should stop the run before generation
+    probe = [JudgeItem("Hello?", "Hello! How can I help you today?")]
+    judge.score_coherence(probe)
+    judge.score_trait(trait, probe)
 
     t0 = time.perf_counter()
     records = generate_responses(model, jobs, config, run, progress)

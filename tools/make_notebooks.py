@@ -88,10 +88,102 @@ def quickstart() -> nbf.NotebookNode:
     return nb
 
 
+def extraction() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 01 · Extract a persona vector\n\n"
+            "The Persona Vectors pipeline, stage by stage: generate answers under trait-promoting and "
+            "trait-suppressing system prompts, judge them, keep the contrastive pairs that show the trait, "
+            "summarise the residual stream at every layer, take mean differences, and check on held-out "
+            "questions which layer separates best.\n\n"
+            "This notebook uses small settings so it runs in a couple of minutes on a laptop CPU; "
+            "`personalens extract --trait evil --out runs/evil` runs the full default (5 pairs x 20 + 20 "
+            "questions, about 8 minutes on 2 cores)."
+        ),
+        code(
+            "import personalens as pl\n"
+            "from personalens import extraction as ex\n"
+            "from personalens.judge import make_judge\n"
+            "from personalens.traits import list_traits, load_trait\n\n"
+            "print(list_traits())\n"
+            'trait = load_trait("evil")\n'
+            "print(trait.description)\n"
+            'print("pos:", trait.system_prompt(0, "pos"))\n'
+            'print("neg:", trait.system_prompt(0, "neg"))'
+        ),
+        code(
+            "model = pl.load_model()\n"
+            'judge = make_judge("offline")  # "openai" with PERSONALENS_JUDGE_BASE_URL / OPENAI_API_KEY set\n'
+            "config = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+            'run_dir = "runs/notebook_evil"  # every stage caches here; re-running a cell redoes nothing\n'
+            "jobs = ex.build_jobs(trait, config)\n"
+            "len(jobs), jobs[0]"
+        ),
+        md("**1. Generate** (batched, KV cache, per-sample seeds):"),
+        code(
+            'records = ex.generate_responses(model, jobs, config, run_dir)\nrecords[0]["response"]'
+        ),
+        md("**2. Judge** trait expression and coherence (0-100; NaN when unscorable):"),
+        code(
+            "scores = ex.judge_responses(records, trait, judge, config, run_dir)\n"
+            "import pandas as pd\n"
+            'frame = pd.DataFrame([{**{k: r[k] for k in ("split", "side", "pair", "question_index")}, **scores[r["key"]]} for r in records])\n'
+            'frame.groupby(["split", "side"])[["trait", "coherence"]].mean()'
+        ),
+        md(
+            "**3. Filter** contrastive pairs (matched by key): pos shows the trait, neg does not, both coherent."
+        ),
+        code(
+            "kept = ex.filter_pairs(records, scores, config)\n"
+            'print(len(kept.kept), "of", kept.n_candidates, "pairs kept;", kept.reasons)'
+        ),
+        md(
+            "**4-6. Activations, vectors, held-out AUC.** `run_extraction` runs every stage (reusing the cached "
+            "ones above) and writes `vector.safetensors`, `vectors/<variant>.*` and `summary.json`."
+        ),
+        code(
+            "result = ex.run_extraction(model, trait, judge, config, run_dir=run_dir)\n"
+            "s = result.summary\n"
+            'print("n_pos", s["n_pos"], "n_neg", s["n_neg"], "best layer", s["best_layer"], "AUC", s["best_auc"])\n'
+            'pd.DataFrame(s["layer_auc_by_variant"]).rename_axis("layer").T.round(2)'
+        ),
+        md(
+            "The `prompt_avg` and `last_prompt_token` variants include the system prompt itself, so on held-out "
+            "questions they separate the two conditions almost trivially; `response_avg` is the paper's main "
+            "variant and the one saved as `vector.safetensors`."
+        ),
+        code(
+            "vec = result.vector\n"
+            "print(vec)\n"
+            'print("layer", s["best_layer"], "norm", float(vec.norms()[s["best_layer"]]))\n'
+            'same = pl.PersonaVector.load(f"{run_dir}/vector")\n'
+            "assert same == vec\n"
+            'vec.to_persona_vectors_pt(f"{run_dir}/evil_response_avg_diff.pt")  # Persona Vectors layout [n_layers+1, d_model]\n'
+            'back = pl.PersonaVector.from_persona_vectors_pt(f"{run_dir}/evil_response_avg_diff.pt", model=vec.model, trait="evil")\n'
+            "assert (back.directions == vec.directions).all()"
+        ),
+        md("Persona vectors support algebra (same model, same shape):"),
+        code(
+            'prompt_vec = result.vectors["prompt_avg"]\n'
+            "combo = 2 * vec - prompt_vec\n"
+            "print(combo.trait, combo.method, tuple(combo.directions.shape))"
+        ),
+    ]
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    return nb
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
     nbf.write(quickstart(), out / "00_quickstart.ipynb")
+    nbf.write(extraction(), out / "01_extract_persona_vector.ipynb")
 
 
 if __name__ == "__main__":
