@@ -185,7 +185,8 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_model, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         run_extraction(tiny_model, trait, Crashing(), cfg, run_dir=out, progress=False)
-    assert len((out / "judge_scores.jsonl").read_text().splitlines()) == 8  # two chunks of 4 judged
+    # call 1 is the preflight, call 2 judges the first chunk of 4, call 3 crashes
+    assert len((out / "judge_scores.jsonl").read_text().splitlines()) == 4
     assert not (out / "summary.json").exists()
     resumed = run_extraction(tiny_model, trait, StubJudge(), cfg, run_dir=out, progress=False)
     assert torch.equal(resumed.vector.directions, reference.vector.directions)
