@@ -99,7 +99,12 @@ class Job:
     @property
     def match_key(self) -> str:
         """The key shared by a job and its contrastive partner (same everything but side)."""
-        return f"{self.split}/p{self.pair}/q{self.question_index}/s{self.sample}"
+        return match_key(self.split, self.pair, self.question_index, self.sample)
+
+
+def match_key(split: str, pair: int, question_index: int, sample: int) -> str:
+    """Key of a contrastive (pos, neg) pair: the job key without the side."""
+    return f"{split}/p{pair}/q{question_index}/s{sample}"
 
 
 def build_jobs(trait: Trait, config: ExtractionConfig) -> list[Job]:
@@ -266,7 +271,7 @@ def filter_pairs(
     """Keep contrastive pairs whose pos reply shows the trait and neg reply does not."""
     by_match: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for r in records:
-        match = f"{r['split']}/p{r['pair']}/q{r['question_index']}/s{r['sample']}"
+        match = match_key(r["split"], r["pair"], r["question_index"], r["sample"])
         by_match[match][r["side"]] = r
     kept, reasons = {}, defaultdict(int)
     thr, coh = config.threshold, config.coherence_threshold
