@@ -29,6 +29,15 @@ _EXPORTS = {
     "GenerationResult": "personalens.generation",
     "generate_samples": "personalens.generation",
     "PersonaVector": "personalens.vector",
+    "normalize": "personalens.algebra",
+    "project_out": "personalens.algebra",
+    "gram_schmidt": "personalens.algebra",
+    "cosine_matrix": "personalens.algebra",
+    "cosine_by_layer": "personalens.algebra",
+    "CosineMatrix": "personalens.algebra",
+    "plot_cosine_matrix": "personalens.plotting",
+    "plot_cosine_by_layer": "personalens.plotting",
+    "save_html": "personalens.plotting",
     "Trait": "personalens.traits",
     "load_trait": "personalens.traits",
     "list_traits": "personalens.traits",
@@ -38,20 +47,53 @@ _EXPORTS = {
     "ExtractionConfig": "personalens.extraction",
     "run_extraction": "personalens.extraction",
     "extract_persona_vector": "personalens.extraction",
+    "export_control_vector": "personalens.control_vector",
+    "import_control_vector": "personalens.control_vector",
+    "steer": "personalens.steering",
+    "add_steering": "personalens.steering",
+    "SteeringHandle": "personalens.steering",
+    "residual_norms": "personalens.steering",
+    "calibrate_cap": "personalens.steering",
+    "response_positions": "personalens.steering",
+    "steering_sweep": "personalens.sweep",
+    "SteeringSweepResult": "personalens.sweep",
+    "plot_steering_sweep": "personalens.plotting",
+    "plot_steering_heatmap": "personalens.plotting",
 }
 
 __all__ = [
     "ActivationSet",
+    "SteeringHandle",
+    "SteeringSweepResult",
+    "add_steering",
+    "calibrate_cap",
+    "plot_steering_heatmap",
+    "plot_steering_sweep",
+    "residual_norms",
+    "response_positions",
+    "steer",
+    "steering_sweep",
+    "CosineMatrix",
     "ExtractionConfig",
     "PersonaVector",
     "Trait",
     "collect_activations",
+    "cosine_by_layer",
+    "cosine_matrix",
+    "export_control_vector",
     "extract_persona_vector",
     "generate_samples",
+    "gram_schmidt",
+    "import_control_vector",
     "list_traits",
     "load_trait",
     "make_judge",
+    "normalize",
+    "plot_cosine_by_layer",
+    "plot_cosine_matrix",
+    "project_out",
     "run_extraction",
+    "save_html",
     "EMBEDDED_MODEL_NAME",
     "HOOK_TEMPLATE",
     "ChatBatch",
@@ -72,13 +114,38 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover
     from .activations import ActivationSet, collect_activations
+    from .algebra import (
+        CosineMatrix,
+        cosine_by_layer,
+        cosine_matrix,
+        gram_schmidt,
+        normalize,
+        project_out,
+    )
     from .chat import ChatBatch, build_messages, format_chat, tokenize_pairs, tokenize_prompts
+    from .control_vector import export_control_vector, import_control_vector
     from .conventions import HOOK_TEMPLATE, hook_name
     from .errors import ModelLoadError, PersonaLensError
     from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
     from .generation import GenerationConfig, GenerationResult, generate, generate_samples
     from .judge import make_judge
     from .models import EMBEDDED_MODEL_NAME, load_model, model_info
+    from .plotting import (
+        plot_cosine_by_layer,
+        plot_cosine_matrix,
+        plot_steering_heatmap,
+        plot_steering_sweep,
+        save_html,
+    )
+    from .steering import (
+        SteeringHandle,
+        add_steering,
+        calibrate_cap,
+        residual_norms,
+        response_positions,
+        steer,
+    )
+    from .sweep import SteeringSweepResult, steering_sweep
     from .traits import Trait, list_traits, load_trait
     from .vector import PersonaVector
 

@@ -46,6 +46,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .generation import GenerationConfig, generate
 
     model = _load(args)
+    handle = _steering_from_args(model, args) if args.vector else None
+    if handle is not None:
+        print(f"steering: {handle.plan.description}", file=sys.stderr)
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -87,6 +90,195 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(json.dumps({"user": text, "assistant": reply}), flush=True)
         else:
             print(("assistant> " if interactive else "") + reply, flush=True)
+    if handle is not None:
+        handle.remove()
+    return 0
+
+
+# ----------------------------------------------------------------------------- steering
+
+
+def _add_steering_args(p: argparse.ArgumentParser, *, required: bool, sweep: bool = False) -> None:
+    p.add_argument(
+        "--vector",
+        required=required,
+        default=None,
+        help="a persona vector: an extraction run directory, a .json/.safetensors pair, "
+        "or a llama.cpp control-vector .gguf",
+    )
+    if not sweep:
+        p.add_argument(
+            "--layer",
+            type=int,
+            nargs="+",
+            default=None,
+            help="layer(s) to steer (default: the vector's best layer)",
+        )
+        p.add_argument("--coeff", type=float, default=None, help="steering coefficient")
+    p.add_argument("--mode", choices=["add", "ablate", "cap"], default="add")
+    p.add_argument("--positions", choices=["response", "prompt", "all"], default="response")
+    p.add_argument(
+        "--coeff-scale",
+        choices=["raw", "unit", "resid"],
+        default="raw",
+        help="raw: multiples of the vector; unit: of its unit direction; resid: of the mean "
+        "residual norm at the layer",
+    )
+    p.add_argument("--bound", type=float, default=None, help="cap bound (default: calibrated)")
+    p.add_argument("--percentile", type=float, default=95.0, help="cap calibration percentile")
+
+
+def _load_vector(path: str, model):
+    from pathlib import Path
+
+    from .vector import PersonaVector
+
+    p = Path(path)
+    if p.suffix == ".gguf":
+        from .control_vector import import_control_vector
+
+        return import_control_vector(p, model=model)
+    if p.is_dir():
+        if not (p / "vector.json").exists():
+            raise PersonaLensError(
+                f"{p} holds no vector.json: is it a finished extraction run directory? "
+                "(run `personalens extract ... --out DIR` to completion, or give a vector file)"
+            )
+        vector = PersonaVector.load(p / "vector")
+        summary = p / "summary.json"
+        if "best_layer" not in vector.metadata and summary.exists():
+            best = json.loads(summary.read_text()).get("best_layer")
+            if best is not None:
+                vector = vector.replace(metadata={**vector.metadata, "best_layer": best})
+        return vector
+    return PersonaVector.load(p)
+
+
+def _steering_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "positions": args.positions,
+        "mode": args.mode,
+        "coeff_scale": args.coeff_scale,
+        "bound": args.bound,
+        "percentile": args.percentile,
+    }
+
+
+def _steering_from_args(model, args: argparse.Namespace):
+    from .steering import add_steering
+
+    vector = _load_vector(args.vector, model)
+    if args.mode == "add" and args.coeff is None:
+        raise PersonaLensError("--mode add needs --coeff C (try --coeff 4 and adjust)")
+    return add_steering(model, vector, args.coeff, layers=args.layer, **_steering_kwargs(args))
+
+
+def _side_by_side(left: str, right: str, titles: tuple[str, str]) -> str:
+    import shutil
+    import textwrap
+    from itertools import zip_longest
+
+    width = max(30, (shutil.get_terminal_size((120, 20)).columns - 3) // 2)
+
+    def wrap(text: str) -> list[str]:
+        lines: list[str] = []
+        for para in text.splitlines() or [""]:
+            lines.extend(textwrap.wrap(para, width) or [""])
+        return lines
+
+    rows = [f"{titles[0]:<{width}} | {titles[1]}", f"{'-' * width}-+-{'-' * width}"]
+    for a, b in zip_longest(wrap(left), wrap(right), fillvalue=""):
+        rows.append(f"{a:<{width}} | {b}")
+    return "\n".join(rows)
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    from .generation import GenerationConfig, generate
+
+    model = _load(args)
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        progress=False,
+    )
+    plain = generate(model, args.prompt, config, system=args.system).responses
+    handle = _steering_from_args(model, args)
+    try:
+        steered = generate(model, args.prompt, config, system=args.system).responses
+    finally:
+        handle.remove()
+    desc = handle.plan.description
+    label = f"steered ({desc['mode']}, layer {','.join(map(str, desc['layers']))}"
+    label += (
+        f", coeff {','.join(f'{c:g}' for c in desc['coeff'])})" if desc["mode"] == "add" else ")"
+    )
+    for prompt, a, b in zip(args.prompt, plain, steered):
+        if args.format == "json":
+            print(json.dumps({"prompt": prompt, "unsteered": a, "steered": b, "steering": desc}))
+        else:
+            print(f"\n>>> {prompt}\n")
+            print(_side_by_side(a, b, ("unsteered", label)))
+    return 0
+
+
+def cmd_sweep_steer(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .generation import GenerationConfig
+    from .judge import make_judge
+    from .plotting import plot_steering_heatmap, plot_steering_sweep, save_html
+    from .sweep import steering_sweep
+
+    model = _load(args)
+    vector = _load_vector(args.vector, model)
+    prompts = None
+    if args.prompts_file:
+        prompts = [
+            line.strip()
+            for line in Path(args.prompts_file).read_text().splitlines()
+            if line.strip()
+        ]
+    judge_kwargs = {}
+    if args.judge == "openai":
+        judge_kwargs = {"base_url": args.judge_base_url, "model": args.judge_model}
+    layers = args.layers
+    if layers is None:
+        best = vector.metadata.get("best_layer")
+        if best is None:
+            raise PersonaLensError("give --layers L [L ...]: this vector records no best layer")
+        layers = [int(best)]
+    result = steering_sweep(
+        model,
+        vector,
+        prompts,
+        layers=layers,
+        coeffs=args.coeffs,
+        trait=args.trait,
+        judge=make_judge(args.judge, **judge_kwargs),
+        system=args.system,
+        generation=GenerationConfig(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            n=args.n_per_prompt,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        ),
+        mode=args.mode,
+        positions=args.positions,
+        coeff_scale=args.coeff_scale,
+        out=args.out,
+        progress=not args.quiet,
+    )
+    out = Path(args.out)
+    table = result.summary()
+    from ._io import atomic_write_text
+
+    atomic_write_text(out / "sweep.csv", table.to_csv(index=False))
+    save_html(plot_steering_sweep(result), out / "sweep.html")
+    save_html(plot_steering_heatmap(result), out / "heatmap.html")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.html'}, {out / 'heatmap.html'}")
     return 0
 
 
@@ -196,7 +388,48 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="jsonl: one JSON object per reply, for scripts (replies may span lines)",
     )
+    _add_steering_args(p, required=False)
     p.set_defaults(func=cmd_chat)
+
+    p = sub.add_parser("steer", help="print unsteered and steered completions side by side")
+    _add_model_args(p)
+    _add_steering_args(p, required=True)
+    p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_steer)
+
+    p = sub.add_parser(
+        "sweep-steer",
+        help="steer at every (layer, coeff), judge trait and coherence; write table and figures",
+    )
+    _add_model_args(p)
+    _add_steering_args(p, required=True, sweep=True)
+    p.add_argument(
+        "--layers", type=int, nargs="+", default=None, help="default: the vector's best layer"
+    )
+    p.add_argument(
+        "--coeffs", type=float, nargs="+", required=True, help="coefficients (0 = unsteered)"
+    )
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    p.add_argument("--trait", default=None, help="trait to judge (default: the vector's trait)")
+    p.add_argument(
+        "--prompts-file", default=None, help="one prompt per line (default: held-out questions)"
+    )
+    p.add_argument("--system", default=None)
+    p.add_argument("--judge", choices=["offline", "openai", "auto"], default="auto")
+    p.add_argument("--judge-base-url", default=None)
+    p.add_argument("--judge-model", default=None)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--n-per-prompt", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_sweep_steer)
 
     p = sub.add_parser(
         "traits", help="list the shipped traits; `traits new` writes one with an LLM"

@@ -20,6 +20,8 @@ model and in llama.cpp.
 
 from __future__ import annotations
 
+from .errors import LayerError
+
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 LAYER_CONVENTION = "resid_post"
 
@@ -37,7 +39,7 @@ def hf_hidden_states_index(layer: int) -> int:
 def layer_from_hf_index(index: int) -> int:
     """personalens layer held by HF ``hidden_states[index]`` (index 0, the embeddings, has none)."""
     if index < 1:
-        raise ValueError(
+        raise LayerError(
             f"HF hidden_states[{index}] is the embedding output, before any block; it has no "
             "personalens layer. personalens layer L is HF hidden_states[L + 1]."
         )
@@ -50,7 +52,7 @@ def check_layer(layer: int, n_layers: int) -> int:
         raise TypeError(f"layer must be an int, got {type(layer).__name__} {layer!r}")
     resolved = layer + n_layers if layer < 0 else layer
     if not 0 <= resolved < n_layers:
-        raise ValueError(
+        raise LayerError(
             f"unknown layer {layer}: this model has {n_layers} layers, numbered 0..{n_layers - 1} "
             f"(layer L is {HOOK_TEMPLATE}); pass a layer in that range."
         )

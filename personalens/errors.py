@@ -9,3 +9,7 @@ class PersonaLensError(Exception):
 
 class ModelLoadError(PersonaLensError):
     """A model could not be loaded (unknown name, no network, unsupported file)."""
+
+
+class LayerError(PersonaLensError, ValueError):
+    """A layer index that the model does not have (also a ``ValueError``)."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -39,7 +38,7 @@ from .activations import VARIANTS, ActivationSet, summarize_batch
 from .chat import as_conversation, encode_chat
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate_samples
-from .judge import Judge, JudgeItem
+from .judge import Judge, JudgeItem, judge_records
 from .metrics import roc_auc
 
 if TYPE_CHECKING:
@@ -203,48 +202,9 @@ def judge_responses(
 ) -> dict[str, dict[str, float]]:
     """``{key: {"trait": score, "coherence": score}}``; resumes from judge_scores.jsonl."""
     path = Path(run_dir) / "judge_scores.jsonl" if run_dir else None
-    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
-    chunks = list(iter_chunks(list(records), config.judge_chunk))
-    todo = [c for c in chunks if not all(r["key"] in done for r in c)]
-    bar = _bar(
-        progress and bool(todo),
-        len(records),
-        "judging",
-        initial=len(records) - sum(len(c) for c in todo),
+    return judge_records(
+        records, trait, judge, path=path, chunk_size=config.judge_chunk, progress=progress
     )
-    try:
-        for chunk in todo:
-            items = [JudgeItem(r["question"], r["response"]) for r in chunk]
-            trait_scores = judge.score_trait(trait, items)
-            coherence = judge.score_coherence(items)
-            rows = [
-                {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
-                for r, t, c in zip(chunk, trait_scores, coherence)
-            ]
-            new = [row for row in rows if row["key"] not in done]
-            if path:
-                append_jsonl(path, new)
-            done.update({row["key"]: row for row in new})
-            if bar:
-                bar.update(len(chunk))
-    finally:
-        if bar:
-            bar.close()
-    return {
-        r["key"]: {
-            "trait": _nan(done[r["key"]]["trait"]),
-            "coherence": _nan(done[r["key"]]["coherence"]),
-        }
-        for r in records
-    }
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
-def _nan(x: float | None) -> float:
-    return math.nan if x is None else float(x)
 
 
 # ----------------------------------------------------------------------------- 3. filtering
@@ -569,6 +529,18 @@ def run_extraction(
     best_layer = max(
         range(len(layer_auc["response_avg"])), key=lambda L: (layer_auc["response_avg"][L], -L)
     )
+
+    # the vectors record where they separate best, so steer(model, vector) can default to it
+    vectors = {
+        v: vec.replace(
+            metadata={
+                **vec.metadata,
+                "layer_auc": [round(a, 4) for a in layer_auc[v]],
+                "best_layer": best_layer,  # by held-out response_avg AUC
+            }
+        )
+        for v, vec in vectors.items()
+    }
 
     def side_stats(split, side):
         vals = [

@@ -18,8 +18,10 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._io import append_jsonl, iter_chunks, read_jsonl
 from .errors import PersonaLensError
 
 if TYPE_CHECKING:
@@ -105,3 +107,68 @@ def make_judge(kind: str = "auto", **kwargs) -> Judge:
 
         return OpenAIJudge(**kwargs)
     raise PersonaLensError(f"unknown judge {kind!r}: use 'offline', 'openai' or 'auto'")
+
+
+def judge_records(
+    records: Sequence[Mapping[str, Any]],
+    trait: Trait,
+    judge: Judge,
+    *,
+    path: str | Path | None = None,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Judge ``records`` (dicts with ``key``, ``question``, ``response``) for trait and coherence.
+
+    Returns ``{key: {"trait": score, "coherence": score}}`` (NaN where the judge could not
+    score). With ``path``, scores are appended to that JSONL file chunk by chunk (fsynced) and a
+    rerun skips every chunk already scored, so an interrupted run loses at most one chunk.
+    """
+    path = Path(path) if path is not None else None
+    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
+    chunks = list(iter_chunks(list(records), chunk_size))
+    todo = [c for c in chunks if not all(r["key"] in done for r in c)]
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=len(records),
+            desc="judging",
+            unit="sample",
+            initial=len(records) - sum(len(c) for c in todo),
+        )
+    try:
+        for chunk in todo:
+            items = [JudgeItem(r["question"], r["response"]) for r in chunk]
+            trait_scores = judge.score_trait(trait, items)
+            coherence = judge.score_coherence(items)
+            rows = [
+                {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
+                for r, t, c in zip(chunk, trait_scores, coherence)
+            ]
+            new = [row for row in rows if row["key"] not in done]
+            if path:
+                append_jsonl(path, new)
+            done.update({row["key"]: row for row in new})
+            if bar:
+                bar.update(len(chunk))
+    finally:
+        if bar:
+            bar.close()
+    return {
+        r["key"]: {
+            "trait": _nan(done[r["key"]]["trait"]),
+            "coherence": _nan(done[r["key"]]["coherence"]),
+        }
+        for r in records
+    }
+
+
+def _num(x: float | None) -> float | None:
+    """JSON-safe score: NaN is stored as null."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _nan(x: float | None) -> float:
+    return math.nan if x is None else float(x)
