@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._io import append_jsonl, atomic_write_bytes, atomic_write_json, iter_chunks, read_jsonl
+from ._io import atomic_write_bytes, atomic_write_json, iter_chunks
+from ._resume import run_resumable
 from .activations import VARIANTS, ActivationSet, summarize_batch
 from .chat import as_conversation, encode_chat
 from .errors import PersonaLensError
@@ -154,38 +155,30 @@ def generate_responses(
 ) -> list[dict[str, Any]]:
     """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl."""
     path = Path(run_dir) / "responses.jsonl" if run_dir else None
-    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
     gen_cfg = config.generation_config()
-    chunks = list(iter_chunks(list(jobs), config.generation_batch_size))
-    todo = [c for c in chunks if not all(j.key in done for j in c)]
-    bar = _bar(
-        progress and bool(todo),
-        len(jobs),
-        "generating",
-        initial=len(jobs) - sum(len(c) for c in todo),
+
+    def process(chunk: list[Job]) -> list[dict[str, Any]]:
+        conversations = [as_conversation(j.question, j.system) for j in chunk]
+        res = generate_samples(model, conversations, [j.sample for j in chunk], gen_cfg)
+        return [
+            {
+                **asdict(j),
+                "response": res.responses[i],
+                "response_tokens": res.response_tokens[i],
+                "finish_reason": res.finish_reasons[i],
+            }
+            for i, j in enumerate(chunk)
+        ]
+
+    done = run_resumable(
+        jobs,
+        lambda j: j.key,
+        process,
+        path=path,
+        chunk_size=config.generation_batch_size,
+        desc="generating",
+        progress=progress,
     )
-    try:
-        for chunk in todo:
-            conversations = [as_conversation(j.question, j.system) for j in chunk]
-            res = generate_samples(model, conversations, [j.sample for j in chunk], gen_cfg)
-            records = [
-                {
-                    **asdict(j),
-                    "response": res.responses[i],
-                    "response_tokens": res.response_tokens[i],
-                    "finish_reason": res.finish_reasons[i],
-                }
-                for i, j in enumerate(chunk)
-            ]
-            new = [r for r in records if r["key"] not in done]
-            if path:
-                append_jsonl(path, new)
-            done.update({r["key"]: r for r in new})
-            if bar:
-                bar.update(len(chunk))
-    finally:
-        if bar:
-            bar.close()
     return [done[j.key] for j in jobs]
 
 

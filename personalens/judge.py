@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._io import append_jsonl, iter_chunks, read_jsonl
+from ._resume import run_resumable
 from .errors import PersonaLensError
 
 if TYPE_CHECKING:
@@ -125,37 +125,25 @@ def judge_records(
     rerun skips every chunk already scored, so an interrupted run loses at most one chunk.
     """
     path = Path(path) if path is not None else None
-    done = {r["key"]: r for r in read_jsonl(path)} if path else {}
-    chunks = list(iter_chunks(list(records), chunk_size))
-    todo = [c for c in chunks if not all(r["key"] in done for r in c)]
-    bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=len(records),
-            desc="judging",
-            unit="sample",
-            initial=len(records) - sum(len(c) for c in todo),
-        )
-    try:
-        for chunk in todo:
-            items = [JudgeItem(r["question"], r["response"]) for r in chunk]
-            trait_scores = judge.score_trait(trait, items)
-            coherence = judge.score_coherence(items)
-            rows = [
-                {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
-                for r, t, c in zip(chunk, trait_scores, coherence)
-            ]
-            new = [row for row in rows if row["key"] not in done]
-            if path:
-                append_jsonl(path, new)
-            done.update({row["key"]: row for row in new})
-            if bar:
-                bar.update(len(chunk))
-    finally:
-        if bar:
-            bar.close()
+    def process(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        items = [JudgeItem(r["question"], r["response"]) for r in chunk]
+        trait_scores = judge.score_trait(trait, items)
+        coherence = judge.score_coherence(items)
+        return [
+            {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
+            for r, t, c in zip(chunk, trait_scores, coherence)
+        ]
+
+    done = run_resumable(
+        records,
+        lambda r: r["key"],
+        process,
+        path=path,
+        chunk_size=chunk_size,
+        desc="judging",
+        progress=progress,
+    )
     return {
         r["key"]: {
             "trait": _nan(done[r["key"]]["trait"]),
