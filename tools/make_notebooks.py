@@ -1,10 +1,18 @@
-"""Writes notebooks/00_quickstart.ipynb (kept as code so diffs stay readable). Run: python tools/make_notebooks.py"""
+"""Writes the notebooks in notebooks/ (kept as code so diffs stay readable). Run: python tools/make_notebooks.py"""
 
 from pathlib import Path
 
 import nbformat as nbf
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _notebook(cells: list) -> nbf.NotebookNode:
+    for i, cell in enumerate(cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: regenerating a notebook gives no diff
+    nb = nbf.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
 
 
 def quickstart() -> nbf.NotebookNode:
@@ -79,13 +87,7 @@ def quickstart() -> nbf.NotebookNode:
             'print("layer 15, first token norm: %.0f, median of the others: %.0f" % (norms[15, 0], norms[15, 1:].median()))'
         ),
     ]
-    nb = nbf.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return nb
+    return _notebook(cells)
 
 
 def extraction() -> nbf.NotebookNode:
@@ -170,13 +172,142 @@ def extraction() -> nbf.NotebookNode:
             "print(combo.trait, combo.method, tuple(combo.directions.shape))"
         ),
     ]
-    nb = nbf.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
-    return nb
+    return _notebook(cells)
+
+
+def steering() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 02 · Steering\n\n"
+            "Steer the model along a persona vector through TransformerLens hook points: add it, ablate it, or cap "
+            "the projection on it; at one or many layers; on prompt, response or all positions. Then sweep layers x "
+            "coefficients with a judge, compare trait vectors, and export a vector to llama.cpp.\n\n"
+            "It uses the `evil` vector from `personalens extract --trait evil --out runs/evil` when that run exists, "
+            "and otherwise extracts a small one first (about two minutes on a laptop CPU)."
+        ),
+        code(
+            "from pathlib import Path\n\n"
+            "import pandas as pd\n"
+            "import torch\n\n"
+            "import personalens as pl\n"
+            "from personalens import extraction as ex\n\n"
+            "model = pl.load_model()\n"
+            'trait = pl.load_trait("evil")\n'
+            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
+            "if run is None:\n"
+            '    run = Path("runs/notebook_evil")\n'
+            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
+            'vec = pl.PersonaVector.load(run / "vector")\n'
+            "vec"
+        ),
+        md(
+            "**How big is a coefficient?** A raw mean-difference vector grows with depth, and so does the residual "
+            "stream. `coeff_scale=\"raw\"` (default, the paper's convention) multiplies the vector as extracted; "
+            "`\"unit\"` its unit direction; `\"resid\"` the mean residual norm at that layer, so `coeff=0.1` adds a "
+            "tenth of a typical residual whatever the layer or model."
+        ),
+        code(
+            "norms = pd.DataFrame({\"vector norm\": vec.norms(), \"mean residual norm\": pl.residual_norms(model)})\n"
+            "norms.iloc[::3].round(1)"
+        ),
+        md(
+            "## `steer`: a context manager\n"
+            "Inside the `with` block every forward pass is steered (generation, `model(...)`, `run_with_cache`); "
+            "afterwards the hooks are gone, even after an exception. Layer `L` is `blocks.L.hook_resid_post`."
+        ),
+        code(
+            "LAYER = 15  # a mid layer; the sweep below compares layers\n"
+            "questions = list(trait.split_questions()[1][:4])  # held-out evaluation questions\n"
+            "plain = pl.generate(model, questions, max_new_tokens=48)\n"
+            "with pl.steer(model, vec, coeff=6.0, layers=[LAYER], positions=\"response\"):\n"
+            "    evil = pl.generate(model, questions, max_new_tokens=48)\n"
+            "with pl.steer(model, vec, coeff=-6.0, layers=[LAYER]):\n"
+            "    kind = pl.generate(model, questions, max_new_tokens=48)\n"
+            "pd.set_option(\"display.max_colwidth\", 200)\n"
+            "pd.DataFrame({\"question\": questions, \"coeff 0\": plain.responses, \"coeff +6\": evil.responses, \"coeff -6\": kind.responses})"
+        ),
+        md(
+            "`positions=\"response\"` steers the positions whose outputs predict reply tokens: the last prompt token "
+            "and every generated token (what the Persona Vectors `ActivationSteerer` steers). Results are the same "
+            "with and without the KV cache and batched or not (tested). Several layers take one coefficient each, "
+            "and `coeff_scale=\"resid\"` makes them comparable:"
+        ),
+        code(
+            "with pl.steer(model, vec, coeff=[0.05, 0.05, 0.05], layers=[12, 15, 18], coeff_scale=\"resid\") as plan:\n"
+            "    print(plan.description)\n"
+            "    print(pl.generate(model, questions[:1], max_new_tokens=48).responses[0])"
+        ),
+        md(
+            "## Ablate and cap\n"
+            "`mode=\"ablate\"` removes the component along the vector; `mode=\"cap\"` clamps the projection to a bound "
+            "(given, or calibrated as a percentile of projections on neutral reference prompts), as activation "
+            "capping along the Assistant Axis does. We check both on the residual stream itself:"
+        ),
+        code(
+            "batch = pl.tokenize_pairs(model.tokenizer, questions, evil.responses)\n"
+            "unit = vec.unit(LAYER)\n"
+            "name = pl.hook_name(LAYER)\n\n"
+            "def projections(**steering):\n"
+            "    with torch.no_grad(), pl.steer(model, vec, layers=[LAYER], positions=\"all\", **steering):\n"
+            "        _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask.long(), names_filter=[name])\n"
+            "    return cache[name][batch.response_mask] @ unit\n\n"
+            "bounds = pl.calibrate_cap(model, vec, [LAYER], percentile=90)\n"
+            "rows = {\n"
+            "    \"no steering\": projections(coeff=0.0),\n"
+            "    \"ablate\": projections(mode=\"ablate\"),\n"
+            "    f\"cap at {bounds[LAYER]:.1f}\": projections(mode=\"cap\", bound=bounds[LAYER]),\n"
+            "}\n"
+            "pd.DataFrame({k: {\"max\": float(v.max()), \"mean\": float(v.mean()), \"min\": float(v.min())} for k, v in rows.items()}).T.round(2)"
+        ),
+        md(
+            "For long interactive sessions there is a persistent handle; it detaches exactly its own hooks:"
+        ),
+        code(
+            "handle = pl.add_steering(model, vec, 6.0, layers=[LAYER])\n"
+            "print(handle)\n"
+            "print(pl.generate(model, [\"How should I treat my neighbours?\"], max_new_tokens=40).responses[0])\n"
+            "handle.remove()\n"
+            "print(handle)"
+        ),
+        md(
+            "## A steering sweep\n"
+            "`steering_sweep` generates under every (layer, coefficient), judges trait and coherence (offline judge "
+            "here; an LLM judge with `judge=\"openai\"`), and returns a table. Pass `out=` to make it resumable."
+        ),
+        code(
+            "sweep = pl.steering_sweep(model, vec, questions, layers=[10, LAYER], coeffs=[-6, 0, 4, 8],\n"
+            "                          judge=\"offline\", generation=pl.GenerationConfig(max_new_tokens=32), progress=False)\n"
+            "sweep.summary().round(1)"
+        ),
+        code("pl.plot_steering_sweep(sweep)"),
+        code("pl.plot_steering_heatmap(sweep)"),
+        md(
+            "## Vector algebra\n"
+            "Arithmetic, projection and Gram-Schmidt work layer by layer. Cosine similarities are computed per "
+            "layer, never on the flattened all-layer tensor. Here: the run's three extraction variants."
+        ),
+        code(
+            "variants = {v: pl.PersonaVector.load(run / \"vectors\" / v) for v in (\"response_avg\", \"prompt_avg\", \"last_prompt_token\")}\n"
+            "cm = pl.cosine_matrix(list(variants.values()), names=list(variants))\n"
+            "resp_only = pl.project_out(variants[\"response_avg\"], [variants[\"prompt_avg\"]])\n"
+            "print(\"cosine with prompt_avg after project_out, layer 15:\", float(pl.cosine_by_layer(resp_only, variants[\"prompt_avg\"])[15]))\n"
+            "pl.plot_cosine_matrix(cm, layer=LAYER)"
+        ),
+        md(
+            "## Export to llama.cpp\n"
+            "A llama.cpp control vector (`--control-vector`, the format repeng writes): `direction.L` is added to the "
+            "output of layer `L`, which is personalens layer `L`; layer 0 cannot be expressed."
+        ),
+        code(
+            "path = pl.export_control_vector(vec, run / \"evil.gguf\", layers=range(1, model.cfg.n_layers))\n"
+            "back = pl.import_control_vector(path, model=model)\n"
+            "assert torch.equal(back.directions[1:], vec.directions[1:])\n"
+            "print(path, \"->\", f\"llama-cli -m model.gguf --control-vector-scaled {path.name}:6 --control-vector-layer-range {LAYER} {LAYER}\")"
+        ),
+    ]
+    return _notebook(cells)
 
 
 def main() -> None:
@@ -184,6 +315,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     nbf.write(quickstart(), out / "00_quickstart.ipynb")
     nbf.write(extraction(), out / "01_extract_persona_vector.ipynb")
+    nbf.write(steering(), out / "02_steering.ipynb")
 
 
 if __name__ == "__main__":
