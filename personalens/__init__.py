@@ -59,6 +59,15 @@ _EXPORTS = {
     "SteeringSweepResult": "personalens.sweep",
     "plot_steering_sweep": "personalens.plotting",
     "plot_steering_heatmap": "personalens.plotting",
+    # screening (ΔP)
+    "screen": "personalens.screening",
+    "ScreeningResult": "personalens.screening",
+    "load_screening_data": "personalens.screening",
+    "plot_screening_histogram": "personalens.plotting",
+    # layer sweep
+    "layer_sweep": "personalens.layerwise",
+    "LayerSweepResult": "personalens.layerwise",
+    "plot_layer_sweep": "personalens.plotting",
 }
 
 __all__ = [
@@ -73,6 +82,13 @@ __all__ = [
     "response_positions",
     "steer",
     "steering_sweep",
+    "ScreeningResult",
+    "load_screening_data",
+    "plot_screening_histogram",
+    "screen",
+    "LayerSweepResult",
+    "layer_sweep",
+    "plot_layer_sweep",
     "CosineMatrix",
     "ExtractionConfig",
     "PersonaVector",
@@ -129,14 +145,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
     from .generation import GenerationConfig, GenerationResult, generate, generate_samples
     from .judge import make_judge
+    from .layerwise import LayerSweepResult, layer_sweep
     from .models import EMBEDDED_MODEL_NAME, load_model, model_info
     from .plotting import (
         plot_cosine_by_layer,
         plot_cosine_matrix,
+        plot_layer_sweep,
+        plot_screening_histogram,
         plot_steering_heatmap,
         plot_steering_sweep,
         save_html,
     )
+    from .screening import ScreeningResult, load_screening_data, screen
     from .steering import (
         SteeringHandle,
         add_steering,

@@ -365,6 +365,161 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- layer sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Per-layer AUC (with bootstrap CIs) of finished extraction runs: JSON, HTML and best layers."""
+    import os
+    from pathlib import Path
+
+    from .layerwise import layer_sweep
+    from .plotting import plot_layer_sweep, save_html
+
+    runs = [Path(r) for r in args.run]
+    results = [
+        layer_sweep(
+            run,
+            variants=args.variants,
+            n_boot=args.n_boot,
+            ci=args.ci,
+            seed=args.seed,
+            split=args.split,
+        )
+        for run in runs
+    ]  # every run is read (and may fail) before anything is written
+    labels = [r.trait for r in results]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r.trait} ({run.name})" for r, run in zip(results, runs)]
+    out = Path(args.out) if args.out else None
+    if len(runs) == 1:
+        json_paths = [(out or runs[0]) / "layer_sweep.json"]
+        html_path = (out or runs[0]) / "layer_sweep.html"
+    else:
+        if out is not None:
+            names = [run.resolve().name for run in runs]
+            if len(set(names)) < len(names):
+                names = [f"{n}_{i + 1}" for i, n in enumerate(names)]
+            json_paths = [out / f"layer_sweep_{n}.json" for n in names]
+        else:
+            json_paths = [run / "layer_sweep.json" for run in runs]
+        common = Path(os.path.commonpath([str(run.resolve()) for run in runs]))
+        html_path = (out or common) / "layer_sweep.html"
+    for result, path in zip(results, json_paths):
+        result.save(path)
+    first = results[0]
+    variant = "response_avg" if "response_avg" in first.variants else first.variants[0]
+    save_html(plot_layer_sweep(dict(zip(labels, results)), variant), html_path)
+    width = max(len(label) for label in labels)
+    for label, result in zip(labels, results):
+        for v in result.variants:
+            b = result.best(v)
+            ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b["auc_ci"] else ""
+            print(
+                f"{label:<{width}}  {v:<17}  best layer {b['layer']:>3}  AUC {b['auc']:.3f}{ci}"
+                f"  d {b['cohens_d']:.2f}  (n {b['n_pos']} pos / {b['n_neg']} neg, "
+                f"{result.evaluated_on})"
+            )
+    print(f"wrote {', '.join(str(p) for p in json_paths)}, {html_path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- screening (ΔP)
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """ΔP of every sample of one or more datasets; tables, summaries and an overlay histogram."""
+    from pathlib import Path
+
+    from ._io import atomic_write_text
+    from .generation import GenerationConfig
+    from .plotting import plot_screening_histogram, save_html
+    from .screening import load_screening_data, screen
+
+    files = [Path(f) for f in args.data]
+    for f in files:  # every file parses (and may fail) before the model loads
+        load_screening_data(f)
+    names = [f.stem for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{n}_{i + 1}" for i, n in enumerate(names)]
+    out = Path(args.out)
+    dirs = [out] if len(files) == 1 else [out / n for n in names]
+    model = _load(args)
+    vector = _load_vector(args.vector, model)
+    layer = args.layer
+    if layer is None:
+        best = vector.metadata.get("best_layer")
+        if best is None:
+            raise PersonaLensError("give --layer L: this vector records no best layer")
+        layer = int(best)
+    generation = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    results = {}
+    for name, f, d in zip(names, files, dirs):
+        results[name] = screen(
+            model,
+            vector,
+            f,
+            layer=layer,
+            out=d,
+            generation=generation,
+            batch_size=args.batch_size,
+            name=name,
+            progress=not args.quiet,
+        )
+    html = out / "screening.html"
+    save_html(plot_screening_histogram(results), html)
+    if len(files) > 1:
+        import pandas as pd
+
+        table = pd.DataFrame([{"dataset": n, **r.summary()} for n, r in results.items()])
+        table = table.drop(columns=["name", "quantiles"])
+        atomic_write_text(out / "datasets.csv", table.to_csv(index=False))
+    for (name, result), d in zip(results.items(), dirs):
+        top = ", ".join(str(i) for i in result.top(5)["id"])
+        print(
+            f"{name}: n={len(result)} mean ΔP {result.mean:+.4g} (std {result.std:.4g}, layer "
+            f"{result.layer}); top 5 ids: {top}  [{d / 'scores.csv'}]"
+        )
+    print(f"wrote {html}")
+    return 0
+
+
+def _add_screen_parser(sub) -> None:
+    p = sub.add_parser(
+        "screen",
+        help="score dataset samples by projection difference ΔP (dataset reply minus the "
+        "model's own, on the persona vector); resumable",
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "--vector",
+        required=True,
+        help="a persona vector: an extraction run directory, a .json/.safetensors pair, "
+        "or a llama.cpp control-vector .gguf",
+    )
+    p.add_argument(
+        "--data",
+        action="extend",
+        nargs="+",
+        required=True,
+        help=".jsonl (chat 'messages', last = the response; or 'prompt'/'answer') or .csv "
+        "('prompt', 'answer'; optional 'id', 'system'). Several: one subfolder each, one "
+        "overlaid histogram",
+    )
+    p.add_argument(
+        "--layer", type=int, default=None, help="layer L (default: the vector's best layer)"
+    )
+    p.add_argument(
+        "--out", required=True, help="output directory (rerun the same command to resume)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=128, help="length of the model's own (greedy) reply"
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_screen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="personalens", description="Persona vectors on TransformerLens."
@@ -477,6 +632,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser(
+        "sweep",
+        help="per-layer AUC with bootstrap CIs of finished extraction runs (JSON + HTML figure)",
+    )
+    p.add_argument(
+        "--run",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="extraction run directory (several overlay their traits in one figure)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["response_avg", "prompt_avg", "last_prompt_token"],
+        default=None,
+        metavar="VARIANT",
+        help="response_avg, prompt_avg and/or last_prompt_token (default: all three)",
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
+    p.add_argument("--ci", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--split",
+        choices=["heldout", "extract"],
+        default="heldout",
+        help="heldout: the samples summary.json's layer_auc uses; extract: the kept extraction "
+        "pairs (in-sample)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: the run directory; with several runs, each run's "
+        "JSON goes to its own directory and the figure to their common parent)",
+    )
+    p.set_defaults(func=cmd_sweep)
+    _add_screen_parser(sub)
     return parser
 
 

@@ -276,19 +276,25 @@ def _fmt(t: torch.Tensor) -> str:
 
 
 def collect_run_activations(
-    model: HookedTransformer,
+    model: HookedTransformer | None,
     records: Sequence[dict[str, Any]],
     config: ExtractionConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, ActivationSet]:
-    """Summaries for each record (by key), in fixed chunks saved as atomic safetensors shards."""
+    """Summaries for each record (by key), in fixed chunks saved as atomic safetensors shards.
+
+    ``model=None`` only reads a finished run's shards (``run_dir`` required); a missing shard
+    is then a :class:`PersonaLensError`.
+    """
     from safetensors.torch import load_file
     from safetensors.torch import save as safetensors_bytes
 
     shard_dir = Path(run_dir) / "activations" if run_dir else None
-    tok = model.tokenizer
-    layers = tuple(range(model.cfg.n_layers))
+    if model is None and shard_dir is None:
+        raise PersonaLensError("collect_run_activations needs a model or a run_dir to read from")
+    tok = model.tokenizer if model is not None else None
+    layers = tuple(range(model.cfg.n_layers)) if model is not None else None
     out: dict[str, ActivationSet] = {}
     chunks = list(iter_chunks(list(records), config.activation_batch_size))
     bar = _bar(progress, len(records), "activations")
@@ -297,7 +303,15 @@ def collect_run_activations(
             keys = [r["key"] for r in chunk]
             shard = shard_dir / f"{_chunk_id(keys)}.safetensors" if shard_dir else None
             if shard is not None and shard.exists():
-                acts = ActivationSet.from_tensors(load_file(shard), layers)
+                tensors = load_file(shard)
+                if layers is None:
+                    layers = tuple(range(tensors[VARIANTS[0]].shape[1]))
+                acts = ActivationSet.from_tensors(tensors, layers)
+            elif model is None:
+                raise PersonaLensError(
+                    f"activation shard {shard} is missing: {run_dir} is not a finished run "
+                    "(rerun its `personalens extract` command to complete it)"
+                )
             else:
                 p_ids = [
                     encode_chat(tok, as_conversation(r["question"], r["system"])) for r in chunk
@@ -317,6 +331,67 @@ def collect_run_activations(
         if bar:
             bar.close()
     return out
+
+
+def activation_records(
+    records: Sequence[dict[str, Any]], filt: FilterResult
+) -> list[dict[str, Any]]:
+    """The records a run collects activations for, in collection order (which fixes the shards):
+    the kept extraction pairs, then every held-out sample (kept or not, for the AUC fallback),
+    each once and only with a non-empty response."""
+    by_key = {r["key"]: r for r in records}
+    heldout_all = [r["key"] for r in records if r["split"] == "eval"]
+    wanted = list(dict.fromkeys(filt.keys("extract") + heldout_all))
+    return [by_key[k] for k in wanted if by_key[k]["response_tokens"]]
+
+
+def gather_side(
+    acts: dict[str, ActivationSet],
+    records: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    side: str,
+) -> ActivationSet | None:
+    """The activations of ``keys`` on ``side`` ("pos"/"neg") that have any, in ``keys`` order."""
+    by_key = {r["key"]: r for r in records}
+    sel = [acts[k] for k in keys if k in acts and by_key[k]["side"] == side]
+    return ActivationSet.concat(sel) if sel else None
+
+
+@dataclass(frozen=True)
+class HeldoutSets:
+    """The held-out samples a run measures its layer AUC on."""
+
+    pos: ActivationSet
+    neg: ActivationSet
+    on_kept: bool  # True: the kept held-out pairs; False: all held-out samples (too few kept)
+
+    @property
+    def description(self) -> str:
+        return (
+            "kept held-out pairs" if self.on_kept else "all held-out samples (too few kept pairs)"
+        )
+
+
+def heldout_sets(
+    records: Sequence[dict[str, Any]],
+    filt: FilterResult,
+    acts: dict[str, ActivationSet],
+    config: ExtractionConfig,
+) -> HeldoutSets:
+    """The kept held-out pairs, or all held-out samples when fewer than
+    ``config.min_heldout_per_class`` kept ones per class have activations."""
+    by_key = {r["key"]: r for r in records}
+    heldout_kept = filt.keys("eval")
+    heldout_all = [r["key"] for r in records if r["split"] == "eval"]
+    n_kept_pos = sum(1 for k in heldout_kept if by_key[k]["side"] == "pos" and k in acts)
+    n_kept_neg = sum(1 for k in heldout_kept if by_key[k]["side"] == "neg" and k in acts)
+    use_kept = min(n_kept_pos, n_kept_neg) >= config.min_heldout_per_class
+    auc_keys = heldout_kept if use_kept else heldout_all
+    pos = gather_side(acts, records, auc_keys, "pos")
+    neg = gather_side(acts, records, auc_keys, "neg")
+    if pos is None or neg is None:
+        raise PersonaLensError("no held-out samples with responses: cannot compute the layer AUC")
+    return HeldoutSets(pos=pos, neg=neg, on_kept=use_kept)
 
 
 # ----------------------------------------------------------------------------- 5-6. vector, AUC
@@ -375,6 +450,7 @@ class ExtractionResult:
     summary: dict[str, Any]
     records: list[dict[str, Any]] = field(repr=False)
     scores: dict[str, dict[str, float]] = field(repr=False)
+    run_dir: Path | None = None  # where the run's artifacts are (None: run without a directory)
 
     @property
     def vector(self) -> PersonaVector:
@@ -477,28 +553,16 @@ def run_extraction(
             "Fix: lower --threshold, raise --n-per-question or --max-new-tokens, use stronger "
             "instructions in the trait file, or a stronger judge/model. No vector was written."
         )
-    by_key = {r["key"]: r for r in records}
-    heldout_kept = filt.keys("eval")
-    heldout_all = [r["key"] for r in records if r["split"] == "eval"]
-    wanted = list(dict.fromkeys(train_keys + heldout_all))
-    wanted_records = [by_key[k] for k in wanted if by_key[k]["response_tokens"]]
+    wanted_records = activation_records(records, filt)
 
     t0 = time.perf_counter()
     acts = collect_run_activations(model, wanted_records, config, run, progress)
     timings["activations_s"] = time.perf_counter() - t0
 
-    def gather(keys, side):
-        sel = [acts[k] for k in keys if k in acts and by_key[k]["side"] == side]
-        return ActivationSet.concat(sel) if sel else None
-
-    pos_train, neg_train = gather(train_keys, "pos"), gather(train_keys, "neg")
-    n_kept_pos = sum(1 for k in heldout_kept if by_key[k]["side"] == "pos" and k in acts)
-    n_kept_neg = sum(1 for k in heldout_kept if by_key[k]["side"] == "neg" and k in acts)
-    use_kept = min(n_kept_pos, n_kept_neg) >= config.min_heldout_per_class
-    auc_keys = heldout_kept if use_kept else heldout_all
-    pos_eval, neg_eval = gather(auc_keys, "pos"), gather(auc_keys, "neg")
-    if pos_eval is None or neg_eval is None:
-        raise PersonaLensError("no held-out samples with responses: cannot compute the layer AUC")
+    pos_train = gather_side(acts, records, train_keys, "pos")
+    neg_train = gather_side(acts, records, train_keys, "neg")
+    held = heldout_sets(records, filt, acts, config)
+    pos_eval, neg_eval = held.pos, held.neg
 
     meta = {
         "threshold": config.threshold,
@@ -552,9 +616,7 @@ def run_extraction(
         "n_candidates": filt.n_candidates,
         "n_pairs_kept": {s: sum(1 for m in filt.kept if m.startswith(s + "/")) for s in SPLITS},
         "filter_reasons": filt.reasons,
-        "heldout_auc_on": "kept held-out pairs"
-        if use_kept
-        else "all held-out samples (too few kept pairs)",
+        "heldout_auc_on": held.description,
         "n_heldout_pos": len(pos_eval),
         "n_heldout_neg": len(neg_eval),
         "layer_auc": [round(a, 4) for a in layer_auc["response_avg"]],
@@ -570,7 +632,9 @@ def run_extraction(
             vec.save(run / "vectors" / v)
         vectors["response_avg"].save(run / "vector")
         atomic_write_json(run / "summary.json", summary)
-    return ExtractionResult(vectors=vectors, summary=summary, records=list(records), scores=scores)
+    return ExtractionResult(
+        vectors=vectors, summary=summary, records=list(records), scores=scores, run_dir=run
+    )
 
 
 def _bar(show: bool, total: int, desc: str, initial: int = 0):

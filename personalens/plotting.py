@@ -15,11 +15,17 @@ Figures:
   steering coefficient, one line per layer.
 * :func:`plot_steering_heatmap` -- layer x coefficient heatmap of the trait score, each cell
   annotated with the mean coherence.
+* :func:`plot_layer_sweep` -- held-out AUC against layer with bootstrap CI bands, one or more
+  traits overlaid, each trait's best layer starred.
+* :func:`plot_layer_separation` -- separation (with CI) and Cohen's d against layer.
+* :func:`plot_screening_histogram` -- overlaid histograms of the projection difference ΔP of
+  one or more screened datasets, with each dataset's mean marked.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,11 +35,16 @@ from ._io import atomic_write_text
 from .algebra import CosineMatrix
 
 if TYPE_CHECKING:
+    from .layerwise import LayerSweepResult
+    from .screening import ScreeningResult
     from .sweep import SteeringSweepResult
 
 __all__ = [
     "plot_cosine_by_layer",
     "plot_cosine_matrix",
+    "plot_layer_separation",
+    "plot_layer_sweep",
+    "plot_screening_histogram",
     "plot_steering_heatmap",
     "plot_steering_sweep",
     "save_html",
@@ -270,3 +281,271 @@ def save_html(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
     html = fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True)
     atomic_write_text(path, html)
     return path
+
+
+# ----------------------------------------------------------------------------- layer sweep
+
+
+def _sweep_items(
+    results: LayerSweepResult | Sequence[LayerSweepResult] | Mapping[str, LayerSweepResult],
+) -> list[tuple[str, LayerSweepResult]]:
+    """``(label, result)`` pairs; list labels are the traits (plus model/number when repeated)."""
+    from .layerwise import LayerSweepResult
+
+    if isinstance(results, LayerSweepResult):
+        return [(results.trait or "sweep", results)]
+    if isinstance(results, Mapping):
+        return [(str(k), v) for k, v in results.items()]
+    items = list(results)
+    labels = [r.trait or "sweep" for r in items]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r.trait} ({r.model})" for r in items]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+    return list(zip(labels, items))
+
+
+def _rgba(color: str, alpha: float) -> str:
+    import plotly.colors
+
+    r, g, b = plotly.colors.hex_to_rgb(color)
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+def plot_layer_sweep(
+    results: LayerSweepResult | Sequence[LayerSweepResult] | Mapping[str, LayerSweepResult],
+    variant: str = "response_avg",
+    *,
+    title: str | None = None,
+) -> go.Figure:
+    """ROC-AUC of the projection onto ``v̂_L`` against layer ``L``, one colour per trait.
+
+    ``results`` is one :class:`~personalens.layerwise.LayerSweepResult`, a list of them
+    (labelled by trait) or a ``{label: result}`` mapping, overlaid. Per trait, three traces in
+    this order: the bootstrap CI as a shaded band (omitted when the sweep has no CIs), the AUC
+    line, and a star on the best layer (also annotated ``L<best>: AUC``). A dashed line marks
+    chance (0.5). The y axis spans [0.4, 1] when every interval stays above 0.4, else [0, 1].
+    Hovering a point shows the layer, AUC, its CI and Cohen's d.
+    """
+    items = _sweep_items(results)
+    if not items:
+        raise ValueError("plot_layer_sweep needs at least one LayerSweepResult")
+    fig = go.Figure()
+    lowest = 1.0
+    for i, (label, result) in enumerate(items):
+        m = result[variant]
+        color = _palette(i)
+        layers = list(m.layers)
+        has_ci = m.auc_ci is not None
+        lo = [c[0] for c in m.auc_ci] if has_ci else [float("nan")] * len(layers)
+        hi = [c[1] for c in m.auc_ci] if has_ci else [float("nan")] * len(layers)
+        lowest = min([lowest, *(x for x in (lo if has_ci else m.auc) if x == x)])
+        ci_text = f"{result.ci:.0%} CI" if has_ci else "no CI"
+        if has_ci:
+            fig.add_trace(
+                go.Scatter(
+                    x=layers + layers[::-1],
+                    y=hi + lo[::-1],
+                    fill="toself",
+                    fillcolor=_rgba(color, 0.18),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=label,
+                    name=f"{label} {ci_text}",
+                )
+            )
+        ci_hover = " [%{customdata[0]:.3f}, %{customdata[1]:.3f}]" if has_ci else ""
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=list(m.auc),
+                customdata=[[a, b, d] for a, b, d in zip(lo, hi, m.cohens_d)],
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                line={"color": color},
+                hovertemplate=f"<b>{label}</b><br>layer %{{x}}<br>AUC %{{y:.3f}}{ci_hover}"
+                + (f" ({ci_text})" if has_ci else "")
+                + "<br>Cohen's d %{customdata[2]:.2f}<extra></extra>",
+            )
+        )
+        best = m.best_layer()
+        j = layers.index(best)
+        fig.add_trace(
+            go.Scatter(
+                x=[best],
+                y=[m.auc[j]],
+                mode="markers",
+                marker={
+                    "symbol": "star",
+                    "size": 16,
+                    "color": color,
+                    "line": {"color": "black", "width": 1},
+                },
+                name=f"{label} best layer",
+                legendgroup=label,
+                showlegend=False,
+                hovertemplate=f"<b>{label}</b>: best layer %{{x}}<br>AUC %{{y:.3f}}<extra></extra>",
+            )
+        )
+        fig.add_annotation(
+            x=best,
+            y=m.auc[j],
+            text=f"{label}: L{best}, AUC {m.auc[j]:.2f}" if len(items) > 1 else f"L{best}",
+            showarrow=True,
+            arrowhead=2,
+            ax=0,
+            ay=-28 - 18 * i,
+            font={"color": color},
+        )
+    fig.add_hline(
+        y=0.5,
+        line={"color": "grey", "width": 1, "dash": "dash"},
+        annotation_text="chance",
+        annotation_position="bottom right",
+    )
+    bottom = 0.4 if lowest >= 0.4 else 0.0
+    first = items[0][1]
+    if title is None:
+        traits = ", ".join(label for label, _ in items)
+        title = f"Layer sweep: {traits} ({variant}, {first.model})"
+        if first.evaluated_on and len(items) == 1:
+            title += f"<br><sup>evaluated on {first.evaluated_on}</sup>"
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"title": {"text": "layer (blocks.L.hook_resid_post)"}, "dtick": 1},
+        yaxis={"title": {"text": "ROC-AUC, pos vs neg projection"}, "range": [bottom, 1.03]},
+        legend={"title": {"text": "trait"}},
+        hovermode="closest",
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_layer_separation(
+    result: LayerSweepResult, variant: str = "response_avg", *, title: str | None = None
+) -> go.Figure:
+    """Separation (mean pos − mean neg projection, with its bootstrap CI band; top) and
+    Cohen's d (bottom) against layer, the best layer (by AUC) marked by a dotted line."""
+    from plotly.subplots import make_subplots
+
+    m = result[variant]
+    layers = list(m.layers)
+    color = _palette(0)
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        subplot_titles=("separation (mean pos − mean neg projection)", "Cohen's d"),
+    )
+    if m.separation_ci is not None:
+        lo = [c[0] for c in m.separation_ci]
+        hi = [c[1] for c in m.separation_ci]
+        fig.add_trace(
+            go.Scatter(
+                x=layers + layers[::-1],
+                y=hi + lo[::-1],
+                fill="toself",
+                fillcolor=_rgba(color, 0.18),
+                line={"width": 0},
+                hoverinfo="skip",
+                showlegend=False,
+                name=f"{result.ci:.0%} CI",
+            ),
+            row=1,
+            col=1,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=list(m.separation),
+            mode="lines+markers",
+            name="separation",
+            line={"color": color},
+            hovertemplate="layer %{x}<br>separation %{y:.3g}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=list(m.cohens_d),
+            mode="lines+markers",
+            name="Cohen's d",
+            line={"color": _palette(1)},
+            hovertemplate="layer %{x}<br>Cohen's d %{y:.2f}<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.add_vline(x=m.best_layer(), line={"color": "grey", "width": 1, "dash": "dot"})
+    fig.update_xaxes(title_text="layer (blocks.L.hook_resid_post)", row=2, col=1)
+    fig.update_layout(
+        title={"text": title or f"Separation by layer: {result.trait} ({variant})"},
+        template="plotly_white",
+        height=620,
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- screening (ΔP)
+
+
+def plot_screening_histogram(
+    results: Mapping[str, ScreeningResult] | Sequence[ScreeningResult] | ScreeningResult,
+    *,
+    bins: int = 40,
+    title: str | None = None,
+) -> go.Figure:
+    """Overlaid histograms of ΔP (projection difference) of one or more screened datasets.
+
+    ``results`` maps a dataset name to its :class:`~personalens.screening.ScreeningResult`, or
+    is a list of results (named by their ``.name``). All datasets share the same ``bins`` bin
+    edges so the bars compare; a dashed vertical line marks each dataset's mean ΔP, and the
+    legend gives the mean and the number of samples. NaN ΔP (empty model replies) are left out.
+    """
+    if isinstance(results, Mapping):
+        named = list(results.items())
+    elif isinstance(results, Sequence):
+        named = [(r.name, r) for r in results]
+    else:
+        named = [(results.name, results)]
+    if not named:
+        raise ValueError("plot_screening_histogram needs at least one ScreeningResult")
+    values = {n: [v for v in r.delta_p.tolist() if v == v] for n, r in named}
+    everything = [v for vs in values.values() for v in vs]
+    lo, hi = (min(everything), max(everything)) if everything else (0.0, 1.0)
+    size = (hi - lo) / max(bins, 1) if hi > lo else 1.0
+    fig = go.Figure()
+    for i, (name, result) in enumerate(named):
+        color = _palette(i)
+        mean = result.mean
+        fig.add_trace(
+            go.Histogram(
+                x=values[name],
+                xbins={"start": lo, "end": hi + size * 1e-6, "size": size},
+                name=f"{name} (mean ΔP {mean:+.3g}, n={len(result)})",
+                marker={"color": color},
+                opacity=0.55,
+                hovertemplate=f"{name}<br>ΔP %{{x}}<br>%{{y}} samples<extra></extra>",
+            )
+        )
+        if mean == mean:
+            fig.add_vline(x=mean, line={"color": color, "dash": "dash", "width": 2})
+    layers = sorted({r.layer for _, r in named})
+    fig.update_layout(
+        barmode="overlay",
+        title={
+            "text": title
+            or f"Projection difference ΔP (layer {', '.join(map(str, layers))}): dataset "
+            "response minus the model's own"
+        },
+        xaxis={"title": {"text": "ΔP = proj(dataset response) - proj(model response)"}},
+        yaxis={"title": {"text": "samples"}},
+        legend={"title": {"text": "dataset"}},
+        template="plotly_white",
+    )
+    return fig
