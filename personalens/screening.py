@@ -223,10 +223,11 @@ def _parse_row(row: Any, where: str, index: int, blank_is_missing: bool = False)
         prompt = [] if system is None else [{"role": "system", "content": system}]
         prompt.append({"role": "user", "content": row["prompt"]})
         response = row["answer"]
-    if not isinstance(response, str) or not response:
+    if not isinstance(response, str) or not response.strip():
         raise PersonaLensError(
             f"{where}: the response (key {'messages' if 'messages' in row else 'answer'!r}) is "
-            "empty or not a string; a response average needs at least one token"
+            "empty, whitespace only or not a string; a response average needs at least one "
+            "token of text"
         )
     try:
         prompt = as_conversation(prompt)

@@ -108,6 +108,16 @@ def test_csv_and_datasets_and_rows_agree(tmp_path):
         ({"messages": [{"role": "user"}, {"role": "assistant", "content": "x"}]}, ["'content'"]),
         ({"messages": [{"role": "assistant", "content": "x"}]}, ["no user message"]),
         ({"prompt": "hi", "answer": ""}, ["line 2", "empty"]),
+        ({"prompt": "hi", "answer": " \n\t "}, ["line 2", "whitespace only"]),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": " "},
+                ]
+            },
+            ["line 2", "whitespace only"],
+        ),
     ],
 )
 def test_malformed_jsonl_names_file_row_and_key(tmp_path, line, needles):
