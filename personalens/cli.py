@@ -520,6 +520,208 @@ def _add_screen_parser(sub) -> None:
     p.set_defaults(func=cmd_screen)
 
 
+# ----------------------------------------------------------------------------- questionnaires
+
+
+def cmd_questionnaire(args: argparse.Namespace) -> int:
+    """One JSON object: the per-dimension scores, then `_stats` and `_meta`."""
+    from .questionnaire import load_questionnaire, score_questionnaire
+
+    if args.file and args.name:
+        raise PersonaLensError("give --file PATH or --name NAME, not both")
+    # the questionnaire is validated before the model loads
+    questionnaire = load_questionnaire(args.file or args.name or "big_five")
+    model = _load(args)
+    steering = None
+    if args.vector:
+        from .steering import plan_steering
+
+        vector = _load_vector(args.vector, model)
+        if args.mode == "add" and args.coeff is None:
+            raise PersonaLensError("--mode add needs --coeff C (try --coeff 4 and adjust)")
+        steering = plan_steering(
+            model, vector, args.coeff, layers=args.layer, **_steering_kwargs(args)
+        )
+    judge = None
+    if args.method == "judge":
+        from .judge import make_judge
+
+        judge = make_judge("openai", base_url=args.judge_base_url, model=args.judge_model)
+    result = score_questionnaire(
+        model,
+        questionnaire,
+        steering=steering,
+        system=args.system,
+        method=args.method,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        judge=judge,
+    )
+    full = result.to_dict()
+    out = dict(full["scores"])  # dimension names are lowercase identifiers: no clash with _keys
+    out["_stats"] = full["dimensions"]
+    out["_meta"] = {
+        "questionnaire": result.questionnaire,
+        "method": result.method,
+        "mean_scale_mass": full["mean_scale_mass"],
+        **{k: v for k, v in result.settings.items() if k != "scale"},
+    }
+    print(json.dumps(out))
+    return 0
+
+
+def _add_questionnaire_parser(sub) -> None:
+    p = sub.add_parser(
+        "questionnaire",
+        help="answer a Likert questionnaire (default: the shipped Big Five items) and print "
+        "per-dimension scores as one JSON object",
+    )
+    _add_model_args(p)
+    p.add_argument("--file", default=None, help="a questionnaire JSON file")
+    p.add_argument("--name", default=None, help="a shipped questionnaire (default: big_five)")
+    p.add_argument("--system", default=None, help="system prompt for every item")
+    p.add_argument(
+        "--method",
+        choices=["logprob", "generate", "judge"],
+        default="logprob",
+        help="logprob: next-token probabilities of the scale answers (no judge); generate: "
+        "greedy reply parsed strictly (unparseable = NaN); judge: reply rated by an "
+        "OpenAI-compatible LLM judge",
+    )
+    p.add_argument("--judge-base-url", default=None)
+    p.add_argument("--judge-model", default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generate/judge reply length")
+    _add_steering_args(p, required=False)
+    p.set_defaults(func=cmd_questionnaire)
+
+
+# ----------------------------------------------------------------------------- SAE decomposition
+
+
+def cmd_decompose(args: argparse.Namespace) -> int:
+    """Top-k SAE features of a persona vector: JSON, CSV and HTML; optionally top contexts."""
+    import html as html_lib
+    from pathlib import Path
+
+    from ._io import atomic_write_text
+    from .plotting import plot_sae_cosines, save_html
+    from .sae import decompose, feature_contexts, load_sae
+
+    vector_path = Path(args.vector)
+    run = Path(args.run) if args.run else None
+    if run is None and vector_path.is_dir() and (vector_path / "summary.json").is_file():
+        run = vector_path  # a run directory as --vector also gives the activations
+    if args.contexts and run is None and not args.corpus:
+        raise PersonaLensError(
+            "--contexts needs a corpus: --run RUN_DIR (its responses) and/or --corpus FILE ..."
+        )
+    model = _load(args) if args.contexts or vector_path.suffix == ".gguf" else None
+    vector = _load_vector(args.vector, model)
+    check = model if model is not None else vector
+    layers = args.layer or [None]
+    saes = {}
+    for layer in layers:
+        sae = load_sae(args.sae, layer=layer, model=check, device=args.device)
+        saes[sae.layer] = sae
+    dec = decompose(
+        vector,
+        saes,
+        k=args.k,
+        k_anti=args.k_anti,
+        activations=run,
+        model=model,
+        rank_by=args.rank_by,
+    )
+    out = Path(args.out)
+    dec.save(out / "decomposition.json")
+    table = dec.to_frame()
+    atomic_write_text(out / "decomposition.csv", table.to_csv(index=False))
+    save_html(plot_sae_cosines(dec), out / "decomposition.html")
+    written = ["decomposition.json", "decomposition.csv", "decomposition.html"]
+    if args.contexts:
+        import pandas as pd
+
+        corpus = ([run] if run is not None else []) + [Path(c) for c in args.corpus or []]
+        frames, blocks = [], []
+        for layer, sae in saes.items():
+            ctx = feature_contexts(
+                model, sae, layer, dec, corpus, n=args.contexts_n, progress=not args.quiet
+            )
+            frames.append(ctx.to_frame().assign(layer=layer))
+            blocks.append(ctx.to_html())
+        atomic_write_text(out / "contexts.csv", pd.concat(frames).to_csv(index=False))
+        title = html_lib.escape(f"Top-activating contexts: {dec.trait}")
+        page = (
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{title}</title></head>'
+            f"<body><h2>{title}</h2>" + "<hr>".join(blocks) + "</body></html>\n"
+        )
+        atomic_write_text(out / "contexts.html", page)
+        written += ["contexts.csv", "contexts.html"]
+    cols = [c for c in ("layer", "direction", "rank", "feature", "cosine", "attribution",
+                        "attribution_samples") if c in table.columns]  # fmt: skip
+    print(table[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    if run is not None:
+        print(f"\nattributions from {dec.settings['activations']}")
+    print(f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0
+
+
+def _add_decompose_parser(sub) -> None:
+    p = sub.add_parser(
+        "decompose",
+        help="top-k SAE features of a persona vector by decoder cosine (JSON, CSV, HTML), "
+        "with activation attributions and top-activating contexts",
+    )
+    _add_model_args(p)
+    p.add_argument(
+        "--vector",
+        required=True,
+        help="a persona vector: an extraction run directory (also used for attributions), a "
+        ".json/.safetensors pair, or a llama.cpp control-vector .gguf",
+    )
+    p.add_argument(
+        "--sae",
+        required=True,
+        help="an SAE directory (cfg.json + sae_weights.safetensors), a folder of "
+        "blocks.L.hook_resid_post SAE directories, or 'embedded' (shipped with personalens)",
+    )
+    p.add_argument(
+        "--layer",
+        type=int,
+        nargs="+",
+        default=None,
+        help="layer(s) (blocks.L.hook_resid_post; default: the SAE's own layer)",
+    )
+    p.add_argument("--k", type=int, default=20, help="most aligned features per layer")
+    p.add_argument(
+        "--k-anti", type=int, default=None, help="most anti-aligned features (default: --k)"
+    )
+    p.add_argument(
+        "--rank-by",
+        choices=["cosine", "attribution", "attribution_samples"],
+        default="cosine",
+        help="score that picks the top features (attributions need --run)",
+    )
+    p.add_argument(
+        "--run",
+        default=None,
+        help="extraction run directory for the activation attributions (default: --vector "
+        "when it is a run directory)",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--contexts",
+        action="store_true",
+        help="also find each feature's top-activating tokens (loads the model) in the run's "
+        "responses and the --corpus files",
+    )
+    p.add_argument("--corpus", nargs="+", default=None, help="text files for --contexts")
+    p.add_argument("--contexts-n", type=int, default=10, help="examples per feature")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_decompose)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="personalens", description="Persona vectors on TransformerLens."
@@ -671,6 +873,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_sweep)
     _add_screen_parser(sub)
+    _add_questionnaire_parser(sub)
+    _add_decompose_parser(sub)
     return parser
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -48,3 +50,37 @@ def cohens_d(pos: Sequence[float] | Tensor, neg: Sequence[float] | Tensor) -> fl
         return math.nan
     pooled = ((len(p) - 1) * p.var() + (len(q) - 1) * q.var()) / (len(p) + len(q) - 2)
     return ((p.mean() - q.mean()) / pooled.sqrt()).item() if pooled > 0 else math.nan
+
+
+def pearson_r(x: Any, y: Any) -> float:
+    """Pearson correlation of paired values (sequences, arrays, Series or tensors); pairs with a
+    NaN are dropped.
+
+    NaN when fewer than 3 pairs remain or either side is constant.
+    """
+    a, b = (
+        torch.as_tensor(v if isinstance(v, Tensor) else np.array(v, dtype=np.float64))
+        .to(torch.float64)
+        .flatten()
+        for v in (x, y)
+    )
+    if a.shape != b.shape:
+        raise ValueError(f"pearson_r needs paired values, got {len(a)} and {len(b)}")
+    keep = ~(a.isnan() | b.isnan())
+    a, b = a[keep], b[keep]
+    if len(a) < 3:
+        return math.nan
+    a, b = a - a.mean(), b - b.mean()
+    denom = (a.square().sum() * b.square().sum()).sqrt()
+    return (a @ b / denom).item() if denom > 0 else math.nan
+
+
+def pearson_ci(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of a Pearson ``r`` from ``n`` pairs (Fisher z; NaN when n < 4)."""
+    if n < 4 or math.isnan(r):
+        return (math.nan, math.nan)
+    from statistics import NormalDist
+
+    z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
+    half = NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
+    return (math.tanh(z - half), math.tanh(z + half))

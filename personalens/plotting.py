@@ -18,8 +18,17 @@ Figures:
 * :func:`plot_layer_sweep` -- held-out AUC against layer with bootstrap CI bands, one or more
   traits overlaid, each trait's best layer starred.
 * :func:`plot_layer_separation` -- separation (with CI) and Cohen's d against layer.
+* :func:`plot_token_trace` -- the projection of every token of a conversation, coloured by
+  segment (system, user, template, response).
+* :func:`plot_monitoring_scatter` -- last-prompt-token projection vs judged trait score, one
+  colour per prompt condition, condition means outlined, Pearson r in the title.
+* :func:`plot_monitoring_r_by_layer` -- that Pearson r at every layer.
 * :func:`plot_screening_histogram` -- overlaid histograms of the projection difference ΔP of
   one or more screened datasets, with each dataset's mean marked.
+* :func:`plot_sae_cosines` -- the top-k SAE features of a persona vector per layer, as bars of
+  signed decoder cosine (aligned red, anti-aligned blue).
+* :func:`plot_feature_steering` -- trait-score change (and coherence) against the steering
+  coefficient, one line per SAE feature.
 """
 
 from __future__ import annotations
@@ -36,6 +45,9 @@ from .algebra import CosineMatrix
 
 if TYPE_CHECKING:
     from .layerwise import LayerSweepResult
+    from .monitor_experiment import MonitoringResult
+    from .monitoring import TokenTrace
+    from .sae import Decomposition, FeatureSteeringResult
     from .screening import ScreeningResult
     from .sweep import SteeringSweepResult
 
@@ -44,9 +56,14 @@ __all__ = [
     "plot_cosine_matrix",
     "plot_layer_separation",
     "plot_layer_sweep",
+    "plot_monitoring_r_by_layer",
+    "plot_monitoring_scatter",
+    "plot_feature_steering",
+    "plot_sae_cosines",
     "plot_screening_histogram",
     "plot_steering_heatmap",
     "plot_steering_sweep",
+    "plot_token_trace",
     "save_html",
 ]
 
@@ -491,6 +508,167 @@ def plot_layer_separation(
     return fig
 
 
+# ----------------------------------------------------------------------------- monitoring
+
+
+_SEGMENT_COLORS = {
+    "system": "#8c564b",
+    "user": "#1f77b4",
+    "assistant": "#17becf",
+    "template": "#b0b0b0",
+    "prompt": "#7f7f7f",
+    "response": "#d62728",
+}
+
+
+def plot_token_trace(trace: TokenTrace, *, title: str | None = None) -> go.Figure:
+    """Projection of every token of a :class:`~personalens.monitoring.TokenTrace`.
+
+    Bars are the tokens in order (hover for the token text), coloured by where they come from
+    (system, user, template, response); the dashed line marks the last prompt token, the dotted
+    line the reply's mean projection. Token 0 (the attention sink) is drawn but its bar is cut
+    off by the y range, set from tokens 1 onwards.
+    """
+    x = list(range(len(trace)))
+    y = trace.projections.tolist()
+    fig = go.Figure()
+    for seg in dict.fromkeys(trace.segments):
+        idx = [i for i, s in enumerate(trace.segments) if s == seg]
+        fig.add_trace(
+            go.Bar(
+                x=[x[i] for i in idx],
+                y=[y[i] for i in idx],
+                name=seg,
+                marker={"color": _SEGMENT_COLORS.get(seg, "#7f7f7f")},
+                customdata=[[trace.tokens[i]] for i in idx],
+                hovertemplate="#%{x} %{customdata[0]|s}<br>projection %{y:.2f}<extra>"
+                + seg
+                + "</extra>",
+            )
+        )
+    fig.add_vline(x=trace.n_prompt_tokens - 1, line={"dash": "dash", "color": "#444"})
+    if len(trace.response):
+        fig.add_hline(y=trace.response_mean(), line={"dash": "dot", "color": "#d62728"})
+    body = y[1:] if len(y) > 1 else y
+    lo, hi = min(body), max(body)
+    pad = 0.05 * (hi - lo or 1.0)
+    fig.update_layout(
+        title={
+            "text": title
+            or f"Per-token projection on the {trace.trait} vector, layer {trace.layer} "
+            f"(last prompt token {trace.last_prompt:.1f})"
+        },
+        xaxis={"title": {"text": "token position"}},
+        yaxis={"title": {"text": "projection on unit vector"}, "range": [lo - pad, hi + pad]},
+        bargap=0.05,
+        legend={"title": {"text": "segment"}},
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_monitoring_scatter(
+    result: MonitoringResult, *, layer: int | None = None, title: str | None = None
+) -> go.Figure:
+    """Last-prompt-token projection (x) vs judged trait score (y), one point per reply.
+
+    One marker colour per condition (circles: system prompts, diamonds: many-shot); larger
+    outlined markers are the condition means. The title gives Pearson r overall (95% CI),
+    between condition means, and the mean within-condition r.
+    """
+    df = result.to_frame(layer)
+    c = result.correlations(layer)
+    fig = go.Figure()
+    conds = list(dict.fromkeys(df["condition"]))
+    for i, name in enumerate(conds):
+        sub = df[df["condition"] == name]
+        symbol = "diamond" if sub["kind"].iloc[0] == "many_shot" else "circle"
+        color = _palette(i)
+        fig.add_trace(
+            go.Scatter(
+                x=sub["projection"],
+                y=sub["trait"],
+                mode="markers",
+                name=name,
+                legendgroup=name,
+                marker={"color": color, "symbol": symbol, "size": 7, "opacity": 0.6},
+                customdata=sub[["question"]].to_numpy(),
+                hovertemplate=f"{name}<br>%{{customdata[0]}}<br>projection %{{x:.2f}}"
+                "<br>trait %{y:.1f}<extra></extra>",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=[sub["projection"].mean()],
+                y=[sub["trait"].mean()],
+                mode="markers",
+                name=f"{name} (mean)",
+                legendgroup=name,
+                showlegend=False,
+                marker={
+                    "color": color,
+                    "symbol": symbol,
+                    "size": 15,
+                    "line": {"color": "black", "width": 1.5},
+                },
+                hovertemplate=f"{name} mean<br>projection %{{x:.2f}}<br>trait %{{y:.1f}}"
+                "<extra></extra>",
+            )
+        )
+    lo, hi = c["r_ci95"]
+    fig.update_layout(
+        title={
+            "text": title
+            or f"{result.trait}: last-prompt projection vs trait score (layer {c['layer']})<br>"
+            f"<sup>r = {c['r']:.2f} [{lo:.2f}, {hi:.2f}] (n={c['n']}), condition means r = "
+            f"{c['r_condition_means']:.2f}, within-condition mean r = "
+            f"{c['r_within_mean']:.2f}</sup>"
+        },
+        xaxis={"title": {"text": "projection of the last prompt token on the unit vector"}},
+        yaxis={"title": {"text": "judged trait score"}},
+        legend={"title": {"text": "condition"}},
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_monitoring_r_by_layer(result: MonitoringResult, *, title: str | None = None) -> go.Figure:
+    """Pearson r (all points, and condition means) of projection vs trait score at each layer,
+    for all conditions and for each kind of condition."""
+    fig = go.Figure()
+    kinds = [None, *sorted({r["kind"] for r in result.records})]
+    for i, kind in enumerate(kinds):
+        df = result.r_by_layer(kind)
+        label = kind or "all"
+        color = _palette(i)
+        fig.add_trace(
+            go.Scatter(
+                x=df["layer"],
+                y=df["r"],
+                mode="lines+markers",
+                name=f"{label}: points",
+                line={"color": color},
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=df["layer"],
+                y=df["r_condition_means"],
+                mode="lines",
+                name=f"{label}: condition means",
+                line={"color": color, "dash": "dot"},
+            )
+        )
+    fig.add_vline(x=result.layer, line={"dash": "dash", "color": "#888"})
+    fig.update_layout(
+        title={"text": title or f"{result.trait}: monitoring correlation by layer"},
+        xaxis={"title": {"text": "layer (blocks.L.hook_resid_post)"}},
+        yaxis={"title": {"text": "Pearson r"}, "range": [-1, 1]},
+        template="plotly_white",
+    )
+    return fig
+
+
 # ----------------------------------------------------------------------------- screening (ΔP)
 
 
@@ -547,5 +725,125 @@ def plot_screening_histogram(
         yaxis={"title": {"text": "samples"}},
         legend={"title": {"text": "dataset"}},
         template="plotly_white",
+    )
+    return fig
+
+
+# ----------------------------------------------------------------------------- SAE decomposition
+
+
+def plot_sae_cosines(decomposition: Decomposition, *, title: str | None = None) -> go.Figure:
+    """Signed decoder cosines of a :class:`~personalens.sae.Decomposition`'s top features.
+
+    One row of bars per layer: the most aligned features (red, best first), then the most
+    anti-aligned (blue). Bars are labelled ``f<id>``; hovering shows the cosine, the projection
+    and, when the decomposition has them, the attributions.
+    """
+    from plotly.subplots import make_subplots
+
+    df = decomposition.to_frame()
+    layers = list(decomposition.layers)
+    fig = make_subplots(
+        rows=len(layers),
+        cols=1,
+        vertical_spacing=0.12 / max(len(layers), 1),
+        subplot_titles=[f"layer {L}" for L in layers],
+    )
+    extra = [c for c in ("attribution", "attribution_samples") if c in df.columns]
+    for i, layer in enumerate(layers, start=1):
+        for direction, color in (("aligned", "rgb(214,39,40)"), ("anti", "rgb(31,119,180)")):
+            rows = df[(df.layer == layer) & (df.direction == direction)]
+            if rows.empty:
+                continue
+            hover = "<b>feature %{customdata[0]}</b><br>cosine %{y:.3f}<br>projection %{customdata[1]:.3g}"
+            hover += "".join(f"<br>{c} %{{customdata[{j + 2}]:.3g}}" for j, c in enumerate(extra))
+            fig.add_trace(
+                go.Bar(
+                    x=[f"f{f}" for f in rows.feature],
+                    y=rows.cosine.tolist(),
+                    marker={"color": color},
+                    name=f"{direction} (layer {layer})",
+                    legendgroup=direction,
+                    showlegend=i == 1,
+                    customdata=rows[["feature", "projection", *extra]].values.tolist(),
+                    hovertemplate=hover + "<extra></extra>",
+                ),
+                row=i,
+                col=1,
+            )
+        fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], row=i, col=1)
+        fig.update_xaxes(type="category", row=i, col=1)
+    fig.update_layout(
+        title={
+            "text": title
+            or f"SAE features of {decomposition.trait}: signed cosine with the decoder directions"
+        },
+        barmode="relative",
+        height=max(380, 300 * len(layers)),
+        template="plotly_white",
+    )
+    return fig
+
+
+def plot_feature_steering(
+    result: FeatureSteeringResult, *, coherence_threshold: float = 50.0, title: str | None = None
+) -> go.Figure:
+    """Trait-score change vs coefficient 0 (top, ± s.e.m.) and mean coherence (bottom) against
+    the steering coefficient, one line per feature of a
+    :class:`~personalens.sae.FeatureSteeringResult` (and the persona vector if it was run)."""
+    from plotly.subplots import make_subplots
+
+    table = result.to_frame(coherence_threshold=coherence_threshold)
+    fig = make_subplots(
+        rows=2,
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        row_heights=[0.62, 0.38],
+        subplot_titles=("trait score change vs coeff 0", "judged coherence"),
+    )
+    for i, label in enumerate(dict.fromkeys(table.label)):
+        rows = table[table.label == label].sort_values("coeff")
+        color = "black" if label == "persona vector" else _palette(i)
+        fig.add_trace(
+            go.Scatter(
+                x=rows.coeff,
+                y=rows.trait_change,
+                error_y={"type": "data", "array": rows.trait_sem.fillna(0.0), "visible": True},
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                line={"color": color},
+                hovertemplate=f"{label}<br>coeff %{{x}}<br>trait change %{{y:+.1f}}<extra></extra>",
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=rows.coeff,
+                y=rows.coherence,
+                mode="lines+markers",
+                name=label,
+                legendgroup=label,
+                showlegend=False,
+                line={"color": color, "dash": "dot"},
+                hovertemplate=f"{label}<br>coeff %{{x}}<br>coherence %{{y:.1f}}<extra></extra>",
+            ),
+            row=2,
+            col=1,
+        )
+    fig.add_hline(y=0.0, line={"color": "grey", "width": 1}, row=1, col=1)
+    fig.add_hline(
+        y=coherence_threshold, line={"color": "grey", "dash": "dash", "width": 1}, row=2, col=1
+    )
+    fig.update_yaxes(title_text="Δ trait (0-100 scale)", row=1, col=1)
+    fig.update_yaxes(range=[0, 100], title_text="coherence", row=2, col=1)
+    fig.update_xaxes(title_text=f"steering coefficient ({result.coeff_scale})", row=2, col=1)
+    fig.update_layout(
+        title=title
+        or f"Steering along SAE decoder directions at layer {result.layer}: {result.trait}",
+        template="plotly_white",
+        height=620,
     )
     return fig

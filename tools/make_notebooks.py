@@ -11,7 +11,11 @@ def _notebook(cells: list) -> nbf.NotebookNode:
     for i, cell in enumerate(cells):
         cell.id = f"cell-{i:02d}"  # stable ids: regenerating a notebook gives no diff
     nb = nbf.v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     return nb
 
 
@@ -184,7 +188,8 @@ def steering() -> nbf.NotebookNode:
             "the projection on it; at one or many layers; on prompt, response or all positions. Then sweep layers x "
             "coefficients with a judge, compare trait vectors, and export a vector to llama.cpp.\n\n"
             "It uses the `evil` vector from `personalens extract --trait evil --out runs/evil` when that run exists, "
-            "and otherwise extracts a small one first (about two minutes on a laptop CPU)."
+            "and otherwise extracts a small one first (about two minutes on a laptop CPU; the same small run as "
+            "notebook 01, reused when that notebook ran in the same folder)."
         ),
         code(
             "from pathlib import Path\n\n"
@@ -204,12 +209,12 @@ def steering() -> nbf.NotebookNode:
         ),
         md(
             "**How big is a coefficient?** A raw mean-difference vector grows with depth, and so does the residual "
-            "stream. `coeff_scale=\"raw\"` (default, the paper's convention) multiplies the vector as extracted; "
-            "`\"unit\"` its unit direction; `\"resid\"` the mean residual norm at that layer, so `coeff=0.1` adds a "
+            'stream. `coeff_scale="raw"` (default, the paper\'s convention) multiplies the vector as extracted; '
+            '`"unit"` its unit direction; `"resid"` the mean residual norm at that layer, so `coeff=0.1` adds a '
             "tenth of a typical residual whatever the layer or model."
         ),
         code(
-            "norms = pd.DataFrame({\"vector norm\": vec.norms(), \"mean residual norm\": pl.residual_norms(model)})\n"
+            'norms = pd.DataFrame({"vector norm": vec.norms(), "mean residual norm": pl.residual_norms(model)})\n'
             "norms.iloc[::3].round(1)"
         ),
         md(
@@ -221,27 +226,27 @@ def steering() -> nbf.NotebookNode:
             "LAYER = 15  # a mid layer; the sweep below compares layers\n"
             "questions = list(trait.split_questions()[1][:4])  # held-out evaluation questions\n"
             "plain = pl.generate(model, questions, max_new_tokens=48)\n"
-            "with pl.steer(model, vec, coeff=6.0, layers=[LAYER], positions=\"response\"):\n"
+            'with pl.steer(model, vec, coeff=6.0, layers=[LAYER], positions="response"):\n'
             "    evil = pl.generate(model, questions, max_new_tokens=48)\n"
             "with pl.steer(model, vec, coeff=-6.0, layers=[LAYER]):\n"
             "    kind = pl.generate(model, questions, max_new_tokens=48)\n"
-            "pd.set_option(\"display.max_colwidth\", 200)\n"
-            "pd.DataFrame({\"question\": questions, \"coeff 0\": plain.responses, \"coeff +6\": evil.responses, \"coeff -6\": kind.responses})"
+            'pd.set_option("display.max_colwidth", 200)\n'
+            'pd.DataFrame({"question": questions, "coeff 0": plain.responses, "coeff +6": evil.responses, "coeff -6": kind.responses})'
         ),
         md(
-            "`positions=\"response\"` steers the positions whose outputs predict reply tokens: the last prompt token "
+            '`positions="response"` steers the positions whose outputs predict reply tokens: the last prompt token '
             "and every generated token (what the Persona Vectors `ActivationSteerer` steers). Results are the same "
             "with and without the KV cache and batched or not (tested). Several layers take one coefficient each, "
-            "and `coeff_scale=\"resid\"` makes them comparable:"
+            'and `coeff_scale="resid"` makes them comparable:'
         ),
         code(
-            "with pl.steer(model, vec, coeff=[0.05, 0.05, 0.05], layers=[12, 15, 18], coeff_scale=\"resid\") as plan:\n"
+            'with pl.steer(model, vec, coeff=[0.05, 0.05, 0.05], layers=[12, 15, 18], coeff_scale="resid") as plan:\n'
             "    print(plan.description)\n"
             "    print(pl.generate(model, questions[:1], max_new_tokens=48).responses[0])"
         ),
         md(
             "## Ablate and cap\n"
-            "`mode=\"ablate\"` removes the component along the vector; `mode=\"cap\"` clamps the projection to a bound "
+            '`mode="ablate"` removes the component along the vector; `mode="cap"` clamps the projection to a bound '
             "(given, or calibrated as a percentile of projections on neutral reference prompts), as activation "
             "capping along the Assistant Axis does. We check both on the residual stream itself:"
         ),
@@ -250,16 +255,16 @@ def steering() -> nbf.NotebookNode:
             "unit = vec.unit(LAYER)\n"
             "name = pl.hook_name(LAYER)\n\n"
             "def projections(**steering):\n"
-            "    with torch.no_grad(), pl.steer(model, vec, layers=[LAYER], positions=\"all\", **steering):\n"
+            '    with torch.no_grad(), pl.steer(model, vec, layers=[LAYER], positions="all", **steering):\n'
             "        _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask.long(), names_filter=[name])\n"
             "    return cache[name][batch.response_mask] @ unit\n\n"
             "bounds = pl.calibrate_cap(model, vec, [LAYER], percentile=90)\n"
             "rows = {\n"
-            "    \"no steering\": projections(coeff=0.0),\n"
-            "    \"ablate\": projections(mode=\"ablate\"),\n"
-            "    f\"cap at {bounds[LAYER]:.1f}\": projections(mode=\"cap\", bound=bounds[LAYER]),\n"
+            '    "no steering": projections(coeff=0.0),\n'
+            '    "ablate": projections(mode="ablate"),\n'
+            '    f"cap at {bounds[LAYER]:.1f}": projections(mode="cap", bound=bounds[LAYER]),\n'
             "}\n"
-            "pd.DataFrame({k: {\"max\": float(v.max()), \"mean\": float(v.mean()), \"min\": float(v.min())} for k, v in rows.items()}).T.round(2)"
+            'pd.DataFrame({k: {"max": float(v.max()), "mean": float(v.mean()), "min": float(v.min())} for k, v in rows.items()}).T.round(2)'
         ),
         md(
             "For long interactive sessions there is a persistent handle; it detaches exactly its own hooks:"
@@ -267,18 +272,18 @@ def steering() -> nbf.NotebookNode:
         code(
             "handle = pl.add_steering(model, vec, 6.0, layers=[LAYER])\n"
             "print(handle)\n"
-            "print(pl.generate(model, [\"How should I treat my neighbours?\"], max_new_tokens=40).responses[0])\n"
+            'print(pl.generate(model, ["How should I treat my neighbours?"], max_new_tokens=40).responses[0])\n'
             "handle.remove()\n"
             "print(handle)"
         ),
         md(
             "## A steering sweep\n"
             "`steering_sweep` generates under every (layer, coefficient), judges trait and coherence (offline judge "
-            "here; an LLM judge with `judge=\"openai\"`), and returns a table. Pass `out=` to make it resumable."
+            'here; an LLM judge with `judge="openai"`), and returns a table. Pass `out=` to make it resumable.'
         ),
         code(
-            "sweep = pl.steering_sweep(model, vec, questions, layers=[10, LAYER], coeffs=[-6, 0, 4, 8],\n"
-            "                          judge=\"offline\", generation=pl.GenerationConfig(max_new_tokens=32), progress=False)\n"
+            "sweep = pl.steering_sweep(model, vec, questions, layers=[10, LAYER], coeffs=[-6, 0, 6],\n"
+            '                          judge="offline", generation=pl.GenerationConfig(max_new_tokens=32), progress=False)\n'
             "sweep.summary().round(1)"
         ),
         code("pl.plot_steering_sweep(sweep)"),
@@ -289,10 +294,10 @@ def steering() -> nbf.NotebookNode:
             "layer, never on the flattened all-layer tensor. Here: the run's three extraction variants."
         ),
         code(
-            "variants = {v: pl.PersonaVector.load(run / \"vectors\" / v) for v in (\"response_avg\", \"prompt_avg\", \"last_prompt_token\")}\n"
+            'variants = {v: pl.PersonaVector.load(run / "vectors" / v) for v in ("response_avg", "prompt_avg", "last_prompt_token")}\n'
             "cm = pl.cosine_matrix(list(variants.values()), names=list(variants))\n"
-            "resp_only = pl.project_out(variants[\"response_avg\"], [variants[\"prompt_avg\"]])\n"
-            "print(\"cosine with prompt_avg after project_out, layer 15:\", float(pl.cosine_by_layer(resp_only, variants[\"prompt_avg\"])[15]))\n"
+            'resp_only = pl.project_out(variants["response_avg"], [variants["prompt_avg"]])\n'
+            'print("cosine with prompt_avg after project_out, layer 15:", float(pl.cosine_by_layer(resp_only, variants["prompt_avg"])[15]))\n'
             "pl.plot_cosine_matrix(cm, layer=LAYER)"
         ),
         md(
@@ -301,11 +306,131 @@ def steering() -> nbf.NotebookNode:
             "output of layer `L`, which is personalens layer `L`; layer 0 cannot be expressed."
         ),
         code(
-            "path = pl.export_control_vector(vec, run / \"evil.gguf\", layers=range(1, model.cfg.n_layers))\n"
+            'path = pl.export_control_vector(vec, run / "evil.gguf", layers=range(1, model.cfg.n_layers))\n'
             "back = pl.import_control_vector(path, model=model)\n"
             "assert torch.equal(back.directions[1:], vec.directions[1:])\n"
-            "print(path, \"->\", f\"llama-cli -m model.gguf --control-vector-scaled {path.name}:6 --control-vector-layer-range {LAYER} {LAYER}\")"
+            'print(path, "->", f"llama-cli -m model.gguf --control-vector-scaled {path.name}:6 --control-vector-layer-range {LAYER} {LAYER}")'
         ),
+    ]
+    return _notebook(cells)
+
+
+def layer_sweep_and_monitoring() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 03 · Layer sweep, monitoring and screening\n\n"
+            "Which layer carries the trait best (held-out ROC-AUC with bootstrap CIs, for each extraction variant); "
+            "whether the projection of the **last prompt token** predicts, before any token is generated, how strongly "
+            "the reply will show the trait; per-token projection traces; and screening a dataset by projection "
+            "difference.\n\n"
+            "It uses `runs/evil` (`personalens extract --trait evil --out runs/evil`) when it exists, otherwise a small "
+            "extraction (shared with notebooks 01 and 02 when they ran in the same folder). Layer `L` is "
+            "`blocks.L.hook_resid_post`."
+        ),
+        code(
+            "from pathlib import Path\n\n"
+            "import pandas as pd\n\n"
+            "import personalens as pl\n"
+            "from personalens import extraction as ex\n\n"
+            "model = pl.load_model()\n"
+            'trait = pl.load_trait("evil")\n'
+            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
+            "if run is None:\n"
+            '    run = Path("runs/notebook_evil")\n'
+            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
+            'vec = pl.PersonaVector.load(run / "vector")\n'
+            "print(run, vec)"
+        ),
+        md(
+            "## Layer sweep\n"
+            "`layer_sweep` reads the run's cached activations (no model needed) and, per variant and layer, gives the "
+            "held-out AUC of the projection separating trait-positive from trait-negative replies, the separation of "
+            "the means, Cohen's d and the within-class variances, with stratified bootstrap CIs."
+        ),
+        code(
+            "sweep = pl.layer_sweep(run, n_boot=200)\n"
+            'print("best layer (response_avg):", sweep.best_layer())\n'
+            "frame = sweep.to_frame()\n"
+            'frame[frame.variant == "response_avg"].iloc[::4].round(3)'
+        ),
+        md(
+            "One figure for several traits: every finished run under `runs/` is overlaid (CI band, best layer starred). "
+            "`personalens sweep --run runs/evil runs/outgoing ...` writes the same figure as a self-contained HTML file."
+        ),
+        code(
+            'others = [p.parent for p in Path(run).parent.glob("*/summary.json") if p.parent != run]\n'
+            "sweeps = {run.name: sweep} | {p.name: pl.layer_sweep(p, n_boot=200) for p in others[:3]}\n"
+            "pl.plot_layer_sweep(sweeps)"
+        ),
+        code("pl.plot_layer_separation(sweep)"),
+        md(
+            "## Monitoring: the last prompt token\n"
+            "The projection of the last prompt token (the `\\n` after `<|im_start|>assistant`) on the unit vector is "
+            "available before generation. Along a spectrum of system prompts from trait-suppressing to trait-promoting:"
+        ),
+        code(
+            "LAYER = sweep.best_layer()\n"
+            "spectrum = pl.system_prompt_spectrum(trait, pairs=1)\n"
+            "question = trait.split_questions()[1][0]\n"
+            "pp = pl.last_prompt_projection(model, vec, [c.conversation(question) for c in spectrum], layers=[LAYER])\n"
+            'pd.DataFrame({"condition": [c.name for c in spectrum], "level": [c.level for c in spectrum], '
+            '"projection": pp.at(LAYER).tolist()}).round(2)'
+        ),
+        md(
+            "Per-token traces show where in a conversation the projection rises. A `TokenTrace` renders in Jupyter as "
+            "the tokens coloured by projection (hover for values; the bar marks where the reply starts):"
+        ),
+        code(
+            "evil_trace = pl.token_trace(model, vec, spectrum[-1].conversation(question), generate=40, layer=LAYER)\n"
+            "evil_trace"
+        ),
+        code(
+            "kind_trace = pl.token_trace(model, vec, spectrum[0].conversation(question), generate=40, layer=LAYER)\n"
+            'print("last prompt token:", round(evil_trace.last_prompt, 2), "vs", round(kind_trace.last_prompt, 2))\n'
+            'print("reply mean:", round(evil_trace.response_mean(), 2), "vs", round(kind_trace.response_mean(), 2))\n'
+            "pl.plot_token_trace(evil_trace)"
+        ),
+        md(
+            "### Does the projection predict the judged trait score?\n"
+            "`monitoring_experiment` runs every (condition, question): projection at every layer, greedy reply, judge. "
+            "Conditions here: the system-prompt spectrum and many-shot prompts whose earlier turns are the run's most "
+            "trait-expressing replies (to extraction questions, not the evaluation questions). Small settings; "
+            "`experiments/monitoring_eval.py` runs the full version. Pass `out=` to make it resumable."
+        ),
+        code(
+            "examples = pl.trait_examples(run, 4)\n"
+            "conditions = spectrum + pl.many_shot_conditions(examples, counts=(0, 2, 4))\n"
+            "mon = pl.monitoring_experiment(\n"
+            '    model, vec, conditions, questions=list(trait.split_questions()[1][:3]), judge="offline", layer=LAYER,\n'
+            "    generation=pl.GenerationConfig(max_new_tokens=24), progress=False,\n"
+            ")\n"
+            "c = mon.correlations()\n"
+            "print(f\"r = {c['r']:.2f} over {c['n']} replies; condition means r = {c['r_condition_means']:.2f}; \"\n"
+            "      f\"mean within-condition r = {c['r_within_mean']:.2f}\")\n"
+            "mon.summary().round(2)"
+        ),
+        code("pl.plot_monitoring_scatter(mon)"),
+        code("pl.plot_monitoring_r_by_layer(mon)"),
+        md(
+            "## Screening a dataset by projection difference\n"
+            "For each (prompt, response) sample, ΔP = response-average projection of the dataset's response minus that "
+            "of the model's own response to the same prompt. Here: replies written under the evil system prompt vs "
+            "under the helpful one, stored without the system prompt, as a finetuning set would hold them."
+        ),
+        code(
+            "qs = list(trait.split_questions()[1][:4])\n"
+            "gen = pl.GenerationConfig(max_new_tokens=32)\n"
+            'evil_rows = [{"prompt": q, "answer": a} for q, a in zip(qs, pl.generate(model, qs, gen, system=trait.system_prompt(0, "pos")).responses)]\n'
+            'kind_rows = [{"prompt": q, "answer": a} for q, a in zip(qs, pl.generate(model, qs, gen, system=trait.system_prompt(0, "neg")).responses)]\n'
+            "screens = {\n"
+            '    "trait-eliciting": pl.screen(model, vec, evil_rows, layer=LAYER, generation=gen, name="trait-eliciting", progress=False),\n'
+            '    "normal": pl.screen(model, vec, kind_rows, layer=LAYER, generation=gen, name="normal", progress=False),\n'
+            "}\n"
+            "{k: round(v.mean, 2) for k, v in screens.items()}"
+        ),
+        code("pl.plot_screening_histogram(screens, bins=10)"),
     ]
     return _notebook(cells)
 
@@ -316,6 +441,7 @@ def main() -> None:
     nbf.write(quickstart(), out / "00_quickstart.ipynb")
     nbf.write(extraction(), out / "01_extract_persona_vector.ipynb")
     nbf.write(steering(), out / "02_steering.ipynb")
+    nbf.write(layer_sweep_and_monitoring(), out / "03_layer_sweep_and_monitoring.ipynb")
 
 
 if __name__ == "__main__":

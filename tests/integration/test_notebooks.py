@@ -9,11 +9,18 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 
 
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """One folder for all notebooks, as a user running them in order would have: notebook 01's
+    small extraction run (runs/notebook_evil) is reused by the later notebooks, not redone."""
+    return tmp_path_factory.mktemp("notebooks")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_runs(path, tmp_path):
+def test_notebook_runs(path, workdir):
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(workdir)}}
     )
     client.execute()
     errors = [
