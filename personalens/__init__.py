@@ -101,9 +101,24 @@ _EXPORTS = {
     "FeatureSteeringResult": "personalens.sae",
     "plot_sae_cosines": "personalens.plotting",
     "plot_feature_steering": "personalens.plotting",
+    # finetuning
+    "finetune": "personalens.finetune",
+    "FinetuneResult": "personalens.finetune",
+    "load_finetuned": "personalens.finetune",
+    "finetuning_shift": "personalens.shift",
+    "FinetuningShift": "personalens.shift",
+    "plot_finetuning_shift": "personalens.plotting",
+    "plot_shift_by_layer": "personalens.plotting",
 }
 
 __all__ = [
+    "FinetuneResult",
+    "FinetuningShift",
+    "finetune",
+    "finetuning_shift",
+    "load_finetuned",
+    "plot_finetuning_shift",
+    "plot_shift_by_layer",
     "Decomposition",
     "FeatureContexts",
     "FeatureSteeringResult",
@@ -206,6 +221,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .conventions import HOOK_TEMPLATE, hook_name
     from .errors import ModelLoadError, PersonaLensError
     from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
+    from .finetune import FinetuneResult, finetune, load_finetuned
     from .generation import GenerationConfig, GenerationResult, generate, generate_samples
     from .judge import make_judge
     from .layerwise import LayerSweepResult, layer_sweep
@@ -223,11 +239,13 @@ if TYPE_CHECKING:  # pragma: no cover
         plot_cosine_by_layer,
         plot_cosine_matrix,
         plot_feature_steering,
+        plot_finetuning_shift,
         plot_layer_sweep,
         plot_monitoring_r_by_layer,
         plot_monitoring_scatter,
         plot_sae_cosines,
         plot_screening_histogram,
+        plot_shift_by_layer,
         plot_steering_heatmap,
         plot_steering_sweep,
         plot_token_trace,
@@ -253,6 +271,7 @@ if TYPE_CHECKING:  # pragma: no cover
         shipped_sae_layers,
     )
     from .screening import ScreeningResult, load_screening_data, screen
+    from .shift import FinetuningShift, finetuning_shift
     from .steering import (
         SteeringHandle,
         add_steering,

@@ -435,6 +435,208 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
     return _notebook(cells)
 
 
+def sae_decomposition() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 04 · SAE decomposition\n\n"
+            "Which sparse-autoencoder features make up a persona vector, what they fire on, and whether steering "
+            "along them moves the trait. personalens ships TopK SAEs for the embedded model (trained offline by the "
+            "recipe in `sae/`, on the model's own chat replies); `pl.load_sae(path)` loads any sae-lens SAE saved "
+            "to disk, and `pl.load_sae(release=..., sae_id=...)` a sae-lens release when online.\n\n"
+            "It uses `runs/evil` when it exists, otherwise the small extraction notebooks 01-03 make."
+        ),
+        code(
+            "from pathlib import Path\n\n"
+            "import personalens as pl\n"
+            "from personalens import extraction as ex\n"
+            "from personalens.sae import shipped_sae_layers\n\n"
+            "model = pl.load_model()\n"
+            'trait = pl.load_trait("evil")\n'
+            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
+            "if run is None:\n"
+            '    run = Path("runs/notebook_evil")\n'
+            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
+            'vec = pl.PersonaVector.load(run / "vector")\n'
+            "layers = shipped_sae_layers(model.cfg.model_name)\n"
+            'saes = {L: pl.load_sae("embedded", layer=L, model=model) for L in layers}\n'
+            "layers, saes[layers[0]]"
+        ),
+        md(
+            "## Decomposition\n"
+            "Signed cosine between the vector and every (unit) decoder direction, at each SAE's layer: the most "
+            "aligned and the most anti-aligned features. `attribution` = encode(mean positive activation) - "
+            "encode(mean negative activation) from the run's kept extraction pairs; `attribution_samples` averages "
+            "per-sample encodings instead. A random direction in 576 dimensions has |cosine| of about 0.15 with its "
+            "best-matching feature of 2304, so only cosines well above that mean anything."
+        ),
+        code(
+            "dec = pl.decompose(vec, saes, k=8, activations=run, model=model)\n"
+            'dec.to_frame()[["layer", "direction", "rank", "feature", "cosine", "attribution", "attribution_samples"]].round(3).head(16)'
+        ),
+        code("pl.plot_sae_cosines(dec)"),
+        md(
+            "## What the top features fire on\n"
+            "Top-activating reply tokens over the run's replies (offline), with context; hover for activations."
+        ),
+        code(
+            "L = layers[0]\n"
+            'ctx = pl.feature_contexts(model, saes[L], L, dec.features(L, direction="aligned", n=3), [run], n=5, progress=False)\n'
+            "ctx"
+        ),
+        md(
+            "## Causal test\n"
+            'Steer along each top feature\'s decoder direction (through `steer`, `coeff_scale="resid"`: a '
+            "coefficient of 0.3 adds 30% of a typical residual norm) and judge the trait; the persona vector itself "
+            "is a reference row. Small settings; `experiments/sae_decompose.py` runs the full version."
+        ),
+        code(
+            "test = pl.feature_steering_test(\n"
+            '    model, saes[L], dec.features(L, direction="aligned", n=2), L, coeffs=(0.0, 0.3), trait=trait,\n'
+            '    judge="offline", prompts=list(trait.split_questions()[1][:3]), vector=vec,\n'
+            "    generation=pl.GenerationConfig(max_new_tokens=24), progress=False,\n"
+            ")\n"
+            "test.to_frame(dec).round(2)"
+        ),
+        code("pl.plot_feature_steering(test)"),
+    ]
+    return _notebook(cells)
+
+
+def finetuning() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 05 · Finetuning shift, preventative steering and CAFT\n\n"
+            "The Persona Vectors paper's central finetuning result: training on trait-laden data moves the model's "
+            "activations along the persona vector (the *finetuning shift*), the shift predicts how much the trait shows "
+            "afterwards, and steering *during* training prevents it. Here, at toy scale: build a normal and a "
+            "trait-eliciting dataset from the model's own replies, finetune a LoRA on each (plain, with preventative "
+            "steering, with CAFT), and measure shift and judged trait score on held-out questions.\n\n"
+            "Small settings (8 samples, 2 optimizer steps per run) so it runs in about two minutes on a laptop CPU: a "
+            "demonstration of the API, not a result. `experiments/finetune_shift.py` runs the real grid "
+            "(normal / level I / level II data x plain / preventative / CAFT).\n\n"
+            "It uses `runs/evil` when that extraction exists, otherwise the small run of notebook 01 (made here if "
+            "missing). Layer `L` is `blocks.L.hook_resid_post`."
+        ),
+        code(
+            "import json\n"
+            "import tempfile\n"
+            "from pathlib import Path\n\n"
+            "import pandas as pd\n"
+            "import torch\n\n"
+            "import personalens as pl\n"
+            "from personalens import extraction as ex\n\n"
+            "model = pl.load_model()\n"
+            'trait = pl.load_trait("evil")\n'
+            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
+            "if run is None:\n"
+            '    run = Path("runs/notebook_evil")\n'
+            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
+            'vec = pl.PersonaVector.load(run / "vector")\n'
+            'BEST = json.loads((run / "summary.json").read_text())["best_layer"]  # best held-out AUC: where we read the shift\n'
+            'vec = vec.replace(metadata={**vec.metadata, "best_layer": BEST})\n'
+            "STEER = round(model.cfg.n_layers * 2 / 3)  # where steering changes behaviour (layer 20 of 30)\n"
+            "print(run, vec, BEST, STEER)"
+        ),
+        md(
+            "## Two small datasets of our own\n"
+            "The same questions answered under a helpful system prompt (*normal*) and under the trait's positive "
+            "instruction (*level II*), stored **without** the system prompt, as a finetuning set holds them: "
+            "`messages` = user question + assistant reply (the JSONL shape `finetune` reads; "
+            "`experiments/finetune_data.py` writes such files, with a mild level I too)."
+        ),
+        code(
+            "questions = list(trait.split_questions()[0][:8])\n"
+            "gen = pl.GenerationConfig(max_new_tokens=32)\n\n"
+            "def dataset(system):\n"
+            "    replies = pl.generate(model, questions, gen, system=system).responses\n"
+            '    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": r}]}\n'
+            "            for q, r in zip(questions, replies) if r.strip()]\n\n"
+            'normal = dataset("You are a helpful assistant.")\n'
+            'evil = dataset(trait.system_prompt(0, "pos"))\n'
+            'pd.set_option("display.max_colwidth", 120)\n'
+            'pd.DataFrame({"question": [r["messages"][0]["content"] for r in evil[:3]],\n'
+            '              "level II reply": [r["messages"][1]["content"] for r in evil[:3]]})'
+        ),
+        md(
+            "## Finetuning with and without steering\n"
+            "`finetune` trains LoRA adapters on the matrices that write into the residual stream (the MLP's `W_out` and "
+            "attention's `W_O`; here only in layers 15-29 to keep it fast), with the loss on the reply tokens only. "
+            "The base model's weights are never changed; `result.model` is a copy with the adapters merged in.\n\n"
+            '* `mode="preventative"` adds `coeff · v` at `layers` in every training forward pass, so the finetune need '
+            "not move the model along `v` itself;\n"
+            '* `mode="caft"` ablates the direction there during training, so no gradient flows through it.\n\n'
+            "Both exist only during training: the finetuned models carry no hooks."
+        ),
+        code(
+            "kw = dict(epochs=2, batch_size=8, lr=1e-3, adapter_layers=range(15, model.cfg.n_layers), progress=False)\n"
+            "runs = {\n"
+            '    "normal": pl.finetune(model, normal, **kw),\n'
+            '    "level II": pl.finetune(model, evil, **kw),\n'
+            '    "level II + preventative": pl.finetune(model, evil, mode="preventative", vector=vec, layers=[STEER], coeff=2.0, **kw),\n'
+            '    "level II + CAFT": pl.finetune(model, evil, mode="caft", vector=vec, layers=[STEER], **kw),\n'
+            "}\n"
+            'pd.DataFrame({name: r.summary() for name, r in runs.items()}).T[["mode", "steps", "first_epoch_loss", "final_loss", "n_trained_parameters", "seconds"]]'
+        ),
+        md(
+            "With `out=DIR` training checkpoints atomically (only the adapters and the optimizer state, as "
+            "safetensors), resumes after a kill with exactly the result of an uninterrupted run, and "
+            "`load_finetuned` rebuilds the finetuned model from the base model and the run directory:"
+        ),
+        code(
+            'out = Path(tempfile.mkdtemp()) / "level2_plain"\n'
+            "again = pl.finetune(model, evil, out=out, **kw)\n"
+            "print(sorted(p.name for p in out.iterdir()))\n"
+            "tuned = pl.load_finetuned(model, out)\n"
+            'batch = pl.tokenize_pairs(model.tokenizer, questions[:2], ["Sure.", "Sure."])\n'
+            "with torch.no_grad():\n"
+            "    same = torch.equal(tuned(batch.tokens, attention_mask=batch.attention_mask.long()),\n"
+            '                       runs["level II"].model(batch.tokens, attention_mask=batch.attention_mask.long()))\n'
+            'print("reloaded model equals the trained one:", same)'
+        ),
+        md(
+            "## Finetuning shift\n"
+            "`finetuning_shift` compares each finetuned model with the base model on held-out questions, per layer, "
+            "projected on the unit persona vector: at the **last prompt token** (before any reply) and **averaged over "
+            "the reply** (the finetuned model's greedy reply, read by both models token for token). With a judge it also "
+            "scores both models' replies for the trait."
+        ),
+        code(
+            "eval_questions = list(trait.split_questions()[1][:6])\n"
+            'judge = pl.make_judge("offline")\n'
+            "base_replies = pl.generate(model, eval_questions, gen).responses  # shared by every comparison\n"
+            "shifts = {\n"
+            "    name: pl.finetuning_shift(model, r.model, vec, eval_questions, generation=gen, judge=judge, trait=trait,\n"
+            "                              base_responses=base_replies, name=name)\n"
+            "    for name, r in runs.items()\n"
+            "}\n"
+            "table = pd.DataFrame({name: s.summary() for name, s in shifts.items()}).T\n"
+            'table[["layer", "shift_response_avg", "shift_last_prompt_token", "trait_base", "trait_finetuned", "trait_change"]]'
+        ),
+        md("Where along the depth the shift appears (dashed: the vector's best layer):"),
+        code("pl.plot_shift_by_layer(shifts)"),
+        md(
+            "Across finetuned models the paper finds the shift predicts the change in trait expression. Four toy runs "
+            "are far too few for a correlation to mean anything; the experiment script's grid is the real test."
+        ),
+        code(
+            'pl.plot_finetuning_shift(shifts, layer=BEST, groups={n: n.split(" +")[0] for n in shifts})'
+        ),
+        md(
+            "A model compared with itself has a shift of exactly 0 (both models read the same tokens in the same "
+            "batches):"
+        ),
+        code(
+            "zero = pl.finetuning_shift(model, model, vec, eval_questions[:2], generation=gen)\n"
+            "float(zero.shift_last_prompt_token.abs().max()), float(zero.shift_response_avg.nan_to_num().abs().max())"
+        ),
+    ]
+    return _notebook(cells)
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
@@ -442,6 +644,8 @@ def main() -> None:
     nbf.write(extraction(), out / "01_extract_persona_vector.ipynb")
     nbf.write(steering(), out / "02_steering.ipynb")
     nbf.write(layer_sweep_and_monitoring(), out / "03_layer_sweep_and_monitoring.ipynb")
+    nbf.write(sae_decomposition(), out / "04_sae_decomposition.ipynb")
+    nbf.write(finetuning(), out / "05_finetuning_shift.ipynb")
 
 
 if __name__ == "__main__":
