@@ -92,13 +92,13 @@ _EXPORTS = {
     "LayerSAE": "personalens.sae",
     "load_sae": "personalens.sae",
     "shipped_sae_layers": "personalens.sae",
-    "decompose": "personalens.sae",
-    "Decomposition": "personalens.sae",
-    "feature_contexts": "personalens.sae",
-    "FeatureContexts": "personalens.sae",
-    "feature_vector": "personalens.sae",
-    "feature_steering_test": "personalens.sae",
-    "FeatureSteeringResult": "personalens.sae",
+    "decompose": "personalens.sae_decompose",
+    "Decomposition": "personalens.sae_decompose",
+    "feature_contexts": "personalens.sae_contexts",
+    "FeatureContexts": "personalens.sae_contexts",
+    "feature_vector": "personalens.sae_causal",
+    "feature_steering_test": "personalens.sae_causal",
+    "FeatureSteeringResult": "personalens.sae_causal",
     "plot_sae_cosines": "personalens.plotting",
     "plot_feature_steering": "personalens.plotting",
     # finetuning
@@ -258,18 +258,10 @@ if TYPE_CHECKING:  # pragma: no cover
         load_questionnaire,
         score_questionnaire,
     )
-    from .sae import (
-        Decomposition,
-        FeatureContexts,
-        FeatureSteeringResult,
-        LayerSAE,
-        decompose,
-        feature_contexts,
-        feature_steering_test,
-        feature_vector,
-        load_sae,
-        shipped_sae_layers,
-    )
+    from .sae import LayerSAE, load_sae, shipped_sae_layers
+    from .sae_causal import FeatureSteeringResult, feature_steering_test, feature_vector
+    from .sae_contexts import FeatureContexts, feature_contexts
+    from .sae_decompose import Decomposition, decompose
     from .screening import ScreeningResult, load_screening_data, screen
     from .shift import FinetuningShift, finetuning_shift
     from .steering import (

@@ -606,7 +606,9 @@ def cmd_decompose(args: argparse.Namespace) -> int:
 
     from ._io import atomic_write_text
     from .plotting import plot_sae_cosines, save_html
-    from .sae import decompose, feature_contexts, load_sae
+    from .sae import load_sae
+    from .sae_contexts import feature_contexts
+    from .sae_decompose import decompose
 
     vector_path = Path(args.vector)
     run = Path(args.run) if args.run else None

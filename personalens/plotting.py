@@ -50,7 +50,8 @@ if TYPE_CHECKING:
     from .layerwise import LayerSweepResult
     from .monitor_experiment import MonitoringResult
     from .monitoring import TokenTrace
-    from .sae import Decomposition, FeatureSteeringResult
+    from .sae_causal import FeatureSteeringResult
+    from .sae_decompose import Decomposition
     from .screening import ScreeningResult
     from .shift import FinetuningShift
     from .sweep import SteeringSweepResult
@@ -739,7 +740,7 @@ def plot_screening_histogram(
 
 
 def plot_sae_cosines(decomposition: Decomposition, *, title: str | None = None) -> go.Figure:
-    """Signed decoder cosines of a :class:`~personalens.sae.Decomposition`'s top features.
+    """Signed decoder cosines of a :class:`~personalens.sae_decompose.Decomposition`'s top features.
 
     One row of bars per layer: the most aligned features (red, best first), then the most
     anti-aligned (blue). Bars are labelled ``f<id>``; hovering shows the cosine, the projection
@@ -796,7 +797,7 @@ def plot_feature_steering(
 ) -> go.Figure:
     """Trait-score change vs coefficient 0 (top, ± s.e.m.) and mean coherence (bottom) against
     the steering coefficient, one line per feature of a
-    :class:`~personalens.sae.FeatureSteeringResult` (and the persona vector if it was run)."""
+    :class:`~personalens.sae_causal.FeatureSteeringResult` (and the persona vector if it was run)."""
     from plotly.subplots import make_subplots
 
     table = result.to_frame(coherence_threshold=coherence_threshold)

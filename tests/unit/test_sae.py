@@ -24,17 +24,10 @@ from personalens.extraction import (
     run_extraction,
 )
 from personalens.generation import GenerationConfig, generate
-from personalens.sae import (
-    Decomposition,
-    FeatureContexts,
-    LayerSAE,
-    decompose,
-    feature_contexts,
-    feature_steering_test,
-    feature_vector,
-    load_sae,
-    shipped_sae_layers,
-)
+from personalens.sae import LayerSAE, load_sae, shipped_sae_layers
+from personalens.sae_causal import feature_steering_test, feature_vector
+from personalens.sae_contexts import FeatureContexts, feature_contexts
+from personalens.sae_decompose import Decomposition, decompose
 from personalens.steering import steer
 from personalens.traits import parse_trait
 from personalens.vector import PersonaVector
@@ -629,7 +622,7 @@ def test_cli_decompose_writes_its_files(tiny_hf_dir, tmp_path, capsys):
 
 def test_importing_personalens_does_not_import_sae_lens():
     code = (
-        "import sys, personalens, personalens.sae, personalens.vector, personalens.steering, "
+        "import sys, personalens, personalens.sae, personalens.sae_decompose, personalens.sae_contexts, personalens.sae_causal, personalens.vector, personalens.steering, "
         "personalens.cli\n"
         "personalens.decompose; personalens.load_sae\n"
         "print('sae_lens' in sys.modules)\n"
