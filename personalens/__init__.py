@@ -74,6 +74,20 @@ _EXPORTS = {
     "load_questionnaire": "personalens.questionnaire",
     "list_questionnaires": "personalens.questionnaire",
     "score_questionnaire": "personalens.questionnaire",
+    # dynamic steering and multi-turn ranking
+    "DynamicSteerer": "personalens.dynamic",
+    "DynamicChat": "personalens.dynamic",
+    "TurnResult": "personalens.dynamic",
+    "ProjectionPolicy": "personalens.dynamic",
+    "LLMPolicy": "personalens.dynamic",
+    "SchedulePolicy": "personalens.dynamic",
+    "load_scenarios": "personalens.ranking",
+    "list_scenario_sets": "personalens.ranking",
+    "run_ranking": "personalens.ranking",
+    "judge_pairs": "personalens.ranking",
+    "RankingResult": "personalens.ranking",
+    "OpenAIPairwiseJudge": "personalens.ranking",
+    "wilson_interval": "personalens.ranking",
     # monitoring
     "last_prompt_projection": "personalens.monitoring",
     "PromptProjections": "personalens.monitoring",
@@ -154,6 +168,19 @@ __all__ = [
     "list_questionnaires",
     "load_questionnaire",
     "score_questionnaire",
+    "DynamicChat",
+    "DynamicSteerer",
+    "LLMPolicy",
+    "OpenAIPairwiseJudge",
+    "ProjectionPolicy",
+    "RankingResult",
+    "SchedulePolicy",
+    "TurnResult",
+    "judge_pairs",
+    "list_scenario_sets",
+    "load_scenarios",
+    "run_ranking",
+    "wilson_interval",
     "MonitorCondition",
     "MonitoringResult",
     "PromptProjections",
@@ -219,6 +246,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from .chat import ChatBatch, build_messages, format_chat, tokenize_pairs, tokenize_prompts
     from .control_vector import export_control_vector, import_control_vector
     from .conventions import HOOK_TEMPLATE, hook_name
+    from .dynamic import (
+        DynamicChat,
+        DynamicSteerer,
+        LLMPolicy,
+        ProjectionPolicy,
+        SchedulePolicy,
+        TurnResult,
+    )
     from .errors import ModelLoadError, PersonaLensError
     from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
     from .finetune import FinetuneResult, finetune, load_finetuned
@@ -257,6 +292,15 @@ if TYPE_CHECKING:  # pragma: no cover
         list_questionnaires,
         load_questionnaire,
         score_questionnaire,
+    )
+    from .ranking import (
+        OpenAIPairwiseJudge,
+        RankingResult,
+        judge_pairs,
+        list_scenario_sets,
+        load_scenarios,
+        run_ranking,
+        wilson_interval,
     )
     from .sae import LayerSAE, load_sae, shipped_sae_layers
     from .sae_causal import FeatureSteeringResult, feature_steering_test, feature_vector

@@ -45,8 +45,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from .chat import build_messages
     from .generation import GenerationConfig, generate
 
+    vectors = args.vector or []
+    _check_chat_args(args, vectors)
     model = _load(args)
-    handle = _steering_from_args(model, args) if args.vector else None
+    handle = None
+    if vectors and not args.dynamic:
+        one = argparse.Namespace(**{**vars(args), "vector": vectors[0]})
+        handle = _steering_from_args(model, one)
     if handle is not None:
         print(f"steering: {handle.plan.description}", file=sys.stderr)
     config = GenerationConfig(
@@ -56,6 +61,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=False,
     )
+    steerer = _dynamic_from_args(model, args, vectors, config) if args.dynamic else None
     interactive = sys.stdin.isatty()
     system = args.system
     history: list[dict[str, str]] = []
@@ -83,11 +89,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(f"unknown command {text.split()[0]!r}; {CHAT_HELP}", file=sys.stderr)
             continue
         messages = build_messages(text, system=system, history=history)
-        reply = generate(model, [messages], config).responses[0]
+        extra: dict = {}
+        if steerer is None:
+            reply = generate(model, [messages], config).responses[0]
+        else:
+            turn = steerer.respond(messages)
+            reply = turn.reply
+            extra = {k: v for k, v in turn.to_dict().items() if k not in ("user", "reply")}
+            if args.format != "jsonl":
+                coeffs = " ".join(f"{t}={c:+.2f}" for t, c in turn.coefficients.items())
+                print(f"[dynamic] {coeffs} ({turn.rationale})", file=sys.stderr)
         history = [m for m in messages if m["role"] != "system"]
         history.append({"role": "assistant", "content": reply})
         if args.format == "jsonl":
-            print(json.dumps({"user": text, "assistant": reply}), flush=True)
+            print(json.dumps({"user": text, "assistant": reply, **extra}), flush=True)
         else:
             print(("assistant> " if interactive else "") + reply, flush=True)
     if handle is not None:
@@ -95,16 +110,112 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_chat_args(args: argparse.Namespace, vectors: list[str]) -> None:
+    """Reject contradictory chat options before the model is loaded."""
+    if not args.dynamic:
+        if len(vectors) > 1:
+            raise PersonaLensError(
+                "static steering takes one --vector; to steer several traits turn by turn add "
+                "--dynamic (--vector NAME=PATH for each)"
+            )
+        if args.target:
+            raise PersonaLensError("--target sets the target persona of --dynamic steering")
+        return
+    if not vectors:
+        raise PersonaLensError("--dynamic needs at least one --vector NAME=PATH (or PATH)")
+    if args.coeff is not None:
+        raise PersonaLensError("--dynamic chooses the coefficients; bound them with --max-coeff")
+    if args.mode != "add":
+        raise PersonaLensError("--dynamic steers with --mode add only")
+    if args.layer is not None and len(args.layer) > 1:
+        raise PersonaLensError(
+            "--dynamic takes one --layer for all vectors (or none: each vector's best layer)"
+        )
+    _parse_targets(args.target)
+
+
+def _parse_targets(items: list[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            level = float(value)
+        except ValueError:
+            level = None
+        if not sep or not name.strip() or level is None:
+            raise PersonaLensError(
+                f"--target {item!r}: write NAME=VALUE with VALUE in [-1, 1], e.g. --target evil=-1"
+            )
+        out[name.strip()] = level
+    return out
+
+
+def _named_vector(item: str, model):
+    """``NAME=PATH`` or ``PATH`` (named by the vector's trait) -> (name, vector)."""
+    from pathlib import Path
+
+    name, sep, path = item.partition("=")
+    if not sep or Path(item).exists() or "/" in name or not name.strip():
+        vector = _load_vector(item, model)
+        return vector.trait, vector
+    return name.strip(), _load_vector(path, model)
+
+
+def _dynamic_from_args(model, args: argparse.Namespace, vectors: list[str], config):
+    from .dynamic import DynamicSteerer
+
+    named: dict = {}
+    for item in vectors:
+        name, vector = _named_vector(item, model)
+        if name in named:
+            raise PersonaLensError(f"two --vector options are named {name!r}; use NAME=PATH")
+        named[name] = vector
+    if args.policy == "llm":
+        from .openai_api import APIConfig
+
+        policy_options = {
+            "config": APIConfig.from_env(base_url=args.judge_base_url, model=args.judge_model)
+        }
+    else:
+        policy_options = {"target_sd": args.target_sd, "one_sided": args.one_sided}
+    steerer = DynamicSteerer(
+        model,
+        named,
+        layers=args.layer[0] if args.layer else None,
+        policy=args.policy,
+        policy_options=policy_options,
+        target=_parse_targets(args.target),
+        max_coeff=args.max_coeff,
+        coeff_scale=args.coeff_scale,
+        positions=args.positions,
+        generation=config,
+    )
+    print(
+        f"dynamic steering: {steerer.policy!r}, layers {steerer.layers}, target "
+        f"{steerer.target}, max coeff {args.max_coeff} ({args.coeff_scale})",
+        file=sys.stderr,
+    )
+    return steerer
+
+
 # ----------------------------------------------------------------------------- steering
 
 
-def _add_steering_args(p: argparse.ArgumentParser, *, required: bool, sweep: bool = False) -> None:
+def _add_steering_args(
+    p: argparse.ArgumentParser, *, required: bool, sweep: bool = False, multi: bool = False
+) -> None:
     p.add_argument(
         "--vector",
         required=required,
         default=None,
+        action="append" if multi else "store",
         help="a persona vector: an extraction run directory, a .json/.safetensors pair, "
-        "or a llama.cpp control-vector .gguf",
+        "or a llama.cpp control-vector .gguf"
+        + (
+            "; with --dynamic repeat it as --vector NAME=PATH (NAME defaults to the trait)"
+            if multi
+            else ""
+        ),
     )
     if not sweep:
         p.add_argument(
@@ -747,7 +858,36 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="jsonl: one JSON object per reply, for scripts (replies may span lines)",
     )
-    _add_steering_args(p, required=False)
+    _add_steering_args(p, required=False, multi=True)
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="predict-then-steer: before each reply choose a coefficient per --vector",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="with --dynamic: target level in [-1, 1] of a trait (repeatable)",
+    )
+    p.add_argument("--policy", choices=["projection", "llm"], default="projection")
+    p.add_argument(
+        "--max-coeff", type=float, default=4.0, help="with --dynamic: coefficient at adjustment 1"
+    )
+    p.add_argument(
+        "--target-sd",
+        type=float,
+        default=2.0,
+        help="projection policy: target +1 = this many neutral-prompt std above the mean",
+    )
+    p.add_argument(
+        "--one-sided",
+        action="store_true",
+        help="projection policy: a target is a floor (>0) or ceiling (<0), never pushed back",
+    )
+    p.add_argument("--judge-base-url", default=None, help="--policy llm: OpenAI-compatible URL")
+    p.add_argument("--judge-model", default=None, help="--policy llm: model name")
     p.set_defaults(func=cmd_chat)
 
     p = sub.add_parser("steer", help="print unsteered and steered completions side by side")

@@ -13,6 +13,10 @@ the functions that need it. It provides:
   (:func:`personalens.judge.score_from_top_logprobs`), NaN when they hold less than a quarter of
   the probability mass.
 * :func:`chat_json` and :func:`generate_trait_artifact`: ask an LLM to write a trait file.
+* :func:`predict_trait_adjustments`: which trait adjustments (each in ``[-1, 1]``) an
+  assistant's next turn needs, for :class:`personalens.dynamic.LLMPolicy`.
+* :func:`pairwise_compare`: which of two final assistant replies (A or B) is better on each
+  criterion, for :mod:`personalens.ranking`.
 
 **The API key** is read from the environment variable named by ``APIConfig.api_key_env``
 (``OPENAI_API_KEY`` by default) when a client is created, and only then. It is never stored in
@@ -45,7 +49,7 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -886,3 +890,353 @@ def generate_trait_artifact(
     )
     failure.draft = draft
     raise failure
+
+
+# ----------------------------------------------------------------------------- validated JSON
+
+
+def _validated_json(
+    prompt: str,
+    parse: Callable[[dict], Any],
+    *,
+    config: APIConfig,
+    kind: str,
+    system: str | None,
+    max_tokens: int,
+    temperature: float,
+    cache: bool,
+) -> Any:
+    """One JSON chat completion whose object is checked by ``parse`` before it is cached.
+
+    ``parse(obj)`` returns the checked value or raises :class:`JudgeReplyError`; only replies
+    that pass are cached (a cached reply that no longer passes is ignored and re-requested).
+    Raises :class:`JudgeReplyError` (``.text`` is the reply) when the reply holds no JSON object
+    or ``parse`` rejects it, and :class:`JudgeError` when the API fails.
+    """
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    params = {"system": system, "max_tokens": max_tokens, "temperature": temperature}
+    store = ResponseCache(config.cache_path) if (cache and config.cache_path) else None
+    key = ResponseCache.key(config.model, kind, params, prompt)
+    try:
+        cached = store.get(key) if store is not None else _MISS
+        if cached is not _MISS and isinstance(cached, dict):
+            parsed = extract_json_object(cached.get("text", ""))
+            if parsed is not None:
+                try:
+                    return parse(parsed)
+                except JudgeReplyError:
+                    pass  # a reply cached by an older, laxer check: ask again
+        client = make_client(config)
+        try:
+            text, finish = _json_completion(client, config, messages, max_tokens, temperature)
+        finally:
+            client.close()
+        parsed = extract_json_object(text)
+        if parsed is None:
+            hint = (
+                f" The reply was cut off at max_tokens={max_tokens}; raise max_tokens."
+                if finish == "length"
+                else ""
+            )
+            raise JudgeReplyError(
+                f"the LLM at {config.url} (model {config.model!r}) replied without a JSON object."
+                f"{hint} Fix: re-run, or use a stronger --judge-model. Reply began: "
+                f"{_redact(text[:300], config)!r}",
+                text=text,
+            )
+        try:
+            value = parse(parsed)
+        except JudgeReplyError as exc:
+            raise JudgeReplyError(
+                f"the LLM at {config.url} (model {config.model!r}) replied with an invalid "
+                f"object: {exc} Fix: re-run, or use a stronger --judge-model. Reply began: "
+                f"{_redact(text[:300], config)!r}",
+                text=text,
+            ) from None
+        if store is not None:
+            store.put(key, {"text": text})
+        return value
+    finally:
+        if store is not None:
+            store.close()
+
+
+def format_transcript(messages: Sequence[Mapping[str, str]]) -> str:
+    """A conversation as ``SYSTEM:`` / ``USER:`` / ``ASSISTANT:`` blocks, for judge prompts."""
+    blocks = []
+    for m in messages:
+        role = str(m.get("role", "")).upper() or "UNKNOWN"
+        blocks.append(f"{role}: {m.get('content', '')}")
+    return "\n\n".join(blocks)
+
+
+def _trait_lines(
+    traits: Sequence[str], descriptions: Mapping[str, str] | None, levels: Mapping | None = None
+) -> str:
+    lines = []
+    for t in traits:
+        level = f": {float(levels[t]):+.2f}" if levels is not None else ""
+        desc = (descriptions or {}).get(t)
+        lines.append(f"- {t}{level}" + (f" ({' '.join(desc.split())})" if desc else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- dynamic steering
+
+ADJUSTMENT_SYSTEM = (
+    "You are a careful conversation analyst who decides how an AI assistant's persona should be "
+    "adjusted for its next reply. You reply with one JSON object and nothing else."
+)
+
+ADJUSTMENT_PROMPT = """An AI assistant is in the conversation below and is about to write its next reply. Before it does, its persona can be adjusted along these traits (by steering its internal activations):
+
+<traits>
+<<TRAITS>>
+</traits>
+<<TARGET>>
+The conversation so far (the assistant replies next):
+<conversation>
+<<CONVERSATION>>
+</conversation>
+
+For each trait, decide how much the assistant's next reply should express it, as an adjustment from -1 (suppress the trait strongly) through 0 (no adjustment: leave the assistant as it is) to +1 (express the trait strongly). Adjust only what the context calls for; most traits need 0 most of the time.
+
+Reply with only this JSON object (every trait listed above, numbers between -1 and 1, no other keys in "adjustments"):
+{"adjustments": {<<KEYS>>}, "rationale": "one or two sentences"}"""
+
+ADJUSTMENT_TARGET = """
+The desired persona for the next reply (levels from -1 = trait absent or suppressed to +1 = trait strongly expressed; traits not listed have no requested level):
+<target>
+<<LEVELS>>
+</target>
+"""
+
+
+def parse_trait_adjustments(raw: Any, traits: Sequence[str]) -> tuple[dict[str, float], str]:
+    """``({trait: adjustment in [-1, 1]}, rationale)`` from an LLM's JSON object.
+
+    Raises :class:`JudgeReplyError` naming the problem: no ``adjustments`` object, a trait
+    missing or unknown, a value that is not a finite number in ``[-1, 1]``, or a rationale that
+    is not a string. Nothing is defaulted.
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("adjustments"), dict):
+        raise JudgeReplyError(
+            'the reply needs an "adjustments" object mapping each trait to a number in [-1, 1]'
+        )
+    given = raw["adjustments"]
+    missing = [t for t in traits if t not in given]
+    unknown = [k for k in given if k not in traits]
+    if missing or unknown:
+        raise JudgeReplyError(
+            f'"adjustments" must name exactly the traits {list(traits)}'
+            + (f"; missing {missing}" if missing else "")
+            + (f"; unknown {unknown}" if unknown else "")
+        )
+    out: dict[str, float] = {}
+    for t in traits:
+        value = given[t]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise JudgeReplyError(f"adjustment for {t!r} is {value!r}, not a number in [-1, 1]")
+        value = float(value)
+        if not math.isfinite(value) or not -1.0 <= value <= 1.0:
+            raise JudgeReplyError(f"adjustment for {t!r} is {value}, outside [-1, 1]")
+        out[t] = value
+    rationale = raw.get("rationale", "")
+    if not isinstance(rationale, str):
+        raise JudgeReplyError(f'"rationale" must be a string, got {type(rationale).__name__}')
+    return out, rationale.strip()
+
+
+def predict_trait_adjustments(
+    conversation: Sequence[Mapping[str, str]],
+    traits: Sequence[str],
+    *,
+    config: APIConfig,
+    target: Mapping[str, float | int] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    max_tokens: int = 400,
+    temperature: float = 0.0,
+    cache: bool = True,
+) -> tuple[dict[str, float], str]:
+    """Ask the LLM in ``config`` which trait adjustments the assistant's next turn needs.
+
+    ``conversation`` ends where the assistant replies next. ``target`` (optional) is the desired
+    persona, passed on as guidance; ``descriptions`` are one-line trait descriptions. Returns
+    ``({trait: adjustment in [-1, 1]}, rationale)`` for every trait in ``traits``, checked by
+    :func:`parse_trait_adjustments`. The reply is a JSON object; at ``temperature=0`` it is
+    cached like :func:`chat_json` (only replies that pass the check). Raises
+    :class:`JudgeReplyError` for a malformed reply and :class:`JudgeError` when the API is
+    unreachable or refuses the request; the API key comes from the environment only.
+    """
+    traits = [str(t) for t in traits]
+    if not traits or len(set(traits)) != len(traits):
+        raise JudgeError(f"give one or more distinct trait names, got {traits}")
+    if not conversation:
+        raise JudgeError("the conversation is empty: give at least one user message")
+    target_text = ""
+    if target:
+        levels = {str(k): float(v) for k, v in target.items()}
+        target_text = ADJUSTMENT_TARGET.replace(
+            "<<LEVELS>>", _trait_lines(list(levels), descriptions, levels)
+        )
+    prompt = (
+        ADJUSTMENT_PROMPT.replace("<<TRAITS>>", _trait_lines(traits, descriptions))
+        .replace("<<TARGET>>", target_text)
+        .replace("<<CONVERSATION>>", format_transcript(conversation))
+        .replace("<<KEYS>>", ", ".join(f'"{t}": 0.0' for t in traits))
+    )
+    return _validated_json(
+        prompt,
+        lambda obj: parse_trait_adjustments(obj, traits),
+        config=config,
+        kind="trait_adjustments",
+        system=ADJUSTMENT_SYSTEM,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        cache=cache and temperature == 0,
+    )
+
+
+# ----------------------------------------------------------------------------- pairwise judge
+
+PAIRWISE_CRITERIA = {
+    "trait_adherence": "which final reply better matches the desired persona (the trait levels "
+    "above): stronger where a trait should be expressed, weaker where it should be suppressed",
+    "role_consistency": "which final reply stays more consistent with the assistant's role and "
+    "its own earlier turns (no contradictions, no breaking character, no sudden unexplained "
+    "change of voice)",
+    "response_authenticity": "which final reply reads as more natural and genuine, the way a "
+    "thoughtful person would actually say it, rather than forced, exaggerated, formulaic or "
+    "repetitive",
+    "information_fidelity": "which final reply is more accurate, relevant and faithful to what "
+    "was said in the conversation (answers what was asked, invents no facts, keeps the details "
+    "the user gave)",
+}
+
+PAIRWISE_SYSTEM = (
+    "You are an impartial evaluator of AI assistant replies. You judge content, not the order in "
+    "which replies are shown or their length. You reply with one JSON object and nothing else."
+)
+
+PAIRWISE_PROMPT = """Two AI assistants had a conversation with the same user: the user messages are identical, and each assistant's earlier replies are its own. Compare ONLY the FINAL assistant reply of conversation A with the FINAL assistant reply of conversation B, using the earlier turns as context.
+
+The desired persona for the final reply (levels from -1 = trait absent or suppressed to +1 = trait strongly expressed; traits not listed should stay as they normally are):
+<target>
+<<TARGET>>
+</target>
+
+<conversation_a>
+<<A>>
+</conversation_a>
+
+<conversation_b>
+<<B>>
+</conversation_b>
+
+Criteria:
+<<CRITERIA>>
+
+For each criterion answer "A", "B" or "tie" (use "tie" only when the two final replies are genuinely equally good on that criterion).
+
+Reply with only this JSON object:
+{<<KEYS>>, "rationale": "one or two sentences"}"""
+
+_VERDICT = re.compile(r"^(?:response|reply|conversation|assistant)?\s*([ab])$")
+
+
+@dataclass(frozen=True)
+class PairwiseVerdict:
+    """A pairwise judgement: per criterion ``"A"``, ``"B"``, ``"tie"`` or ``None`` (unparseable).
+
+    ``error`` says why verdicts are ``None`` (no JSON object in the reply, or a value that is not
+    A/B/tie); ``None`` verdicts are counted as NaN downstream, never defaulted.
+    """
+
+    verdicts: dict[str, str | None]
+    rationale: str = ""
+    error: str | None = None
+
+
+def parse_verdict_value(value: Any) -> str | None:
+    """``"A"``, ``"B"`` or ``"tie"`` from a judge's value (case and ``"Response A"`` forgiven)."""
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.strip().strip(".").lower().split())
+    if text in ("tie", "equal", "draw"):
+        return "tie"
+    m = _VERDICT.match(text)
+    return m.group(1).upper() if m else None
+
+
+def parse_pairwise(raw: Any, criteria: Sequence[str]) -> PairwiseVerdict:
+    """A :class:`PairwiseVerdict` from the judge's JSON object; bad values become ``None``."""
+    if not isinstance(raw, dict):
+        return PairwiseVerdict({c: None for c in criteria}, error="the reply is not an object")
+    verdicts, bad = {}, []
+    for c in criteria:
+        verdicts[c] = parse_verdict_value(raw.get(c))
+        if verdicts[c] is None:
+            bad.append(f"{c}={raw.get(c)!r}")
+    rationale = raw.get("rationale", "")
+    return PairwiseVerdict(
+        verdicts,
+        rationale=rationale.strip() if isinstance(rationale, str) else "",
+        error=("not A/B/tie: " + ", ".join(bad)) if bad else None,
+    )
+
+
+def pairwise_compare(
+    transcript_a: Sequence[Mapping[str, str]],
+    transcript_b: Sequence[Mapping[str, str]],
+    *,
+    config: APIConfig,
+    target: Mapping[str, float | int] | None = None,
+    criteria: Mapping[str, str] | None = None,
+    descriptions: Mapping[str, str] | None = None,
+    max_tokens: int = 600,
+) -> PairwiseVerdict:
+    """Ask the LLM in ``config`` which final assistant reply, A or B, is better per criterion.
+
+    Each transcript is a conversation ending with the assistant reply being judged. The caller
+    decides which reply is A (randomise the order: :func:`personalens.ranking.run_ranking` does).
+    ``criteria`` maps criterion name -> what it asks (default :data:`PAIRWISE_CRITERIA`).
+    Greedy (``temperature=0``) and cached. A reply without a JSON object, or with a value other
+    than A/B/tie for a criterion, gives ``None`` for the affected criteria (with ``error`` set);
+    an unreachable or failing API raises :class:`JudgeError`.
+    """
+    criteria = dict(PAIRWISE_CRITERIA if criteria is None else criteria)
+    if not criteria:
+        raise JudgeError("give at least one criterion")
+    for name, transcript in (("A", transcript_a), ("B", transcript_b)):
+        if not transcript or transcript[-1].get("role") != "assistant":
+            raise JudgeError(
+                f"transcript {name} must end with the assistant reply to judge; got "
+                f"{transcript[-1].get('role') if transcript else 'an empty transcript'}"
+            )
+    levels = {str(k): float(v) for k, v in (target or {}).items()}
+    prompt = (
+        PAIRWISE_PROMPT.replace(
+            "<<TARGET>>",
+            _trait_lines(list(levels), descriptions, levels) if levels else "(no trait levels)",
+        )
+        .replace("<<A>>", format_transcript(transcript_a))
+        .replace("<<B>>", format_transcript(transcript_b))
+        .replace("<<CRITERIA>>", "\n".join(f"- {k}: {v}." for k, v in criteria.items()))
+        .replace("<<KEYS>>", ", ".join(f'"{k}": "A|B|tie"' for k in criteria))
+    )
+    names = list(criteria)
+    try:
+        return _validated_json(
+            prompt,
+            lambda obj: parse_pairwise(obj, names),
+            config=config,
+            kind="pairwise",
+            system=PAIRWISE_SYSTEM,
+            max_tokens=max_tokens,
+            temperature=0.0,
+            cache=True,
+        )
+    except JudgeReplyError as exc:
+        log.warning("pairwise judge reply unparseable: %s", exc)
+        return PairwiseVerdict({c: None for c in names}, error=str(exc))
