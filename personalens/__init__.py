@@ -68,6 +68,7 @@ _EXPORTS = {
     "layer_sweep": "personalens.layerwise",
     "LayerSweepResult": "personalens.layerwise",
     "plot_layer_sweep": "personalens.plotting",
+    "plot_layer_separation": "personalens.plotting",
     # questionnaires
     "Questionnaire": "personalens.questionnaire",
     "QuestionnaireResult": "personalens.questionnaire",
@@ -162,6 +163,7 @@ __all__ = [
     "screen",
     "LayerSweepResult",
     "layer_sweep",
+    "plot_layer_separation",
     "plot_layer_sweep",
     "Questionnaire",
     "QuestionnaireResult",
@@ -275,6 +277,7 @@ if TYPE_CHECKING:  # pragma: no cover
         plot_cosine_matrix,
         plot_feature_steering,
         plot_finetuning_shift,
+        plot_layer_separation,
         plot_layer_sweep,
         plot_monitoring_r_by_layer,
         plot_monitoring_scatter,

@@ -66,3 +66,11 @@ def test_public_names_resolve():
     assert set(personalens.__all__) == {*personalens._EXPORTS, "__version__"}
     for name in personalens.__all__:
         assert getattr(personalens, name) is not None
+
+
+def test_every_figure_is_exported():
+    """Notebooks call figures as pl.plot_*: each public plotting function is a top-level name."""
+    import personalens
+    import personalens.plotting as plotting
+
+    assert set(plotting.__all__) <= set(personalens.__all__)
