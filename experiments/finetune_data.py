@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
@@ -99,20 +100,6 @@ def dataset_prompts(trait: pl.Trait, *, max_prompts: int | None, generic: bool) 
     return out
 
 
-def _check_config(path: Path, config: dict) -> None:
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != config:
-            diff = sorted(k for k in config.keys() | old.keys() if old.get(k) != config.get(k))
-            raise SystemExit(
-                f"{path.parent} holds datasets built with other settings ({', '.join(diff)}); "
-                "use the same settings or another --out"
-            )
-    else:
-        atomic_write_json(path, config)
-
-
 def build_datasets(
     model: Any,
     trait: pl.Trait,
@@ -148,7 +135,7 @@ def build_datasets(
         "generic": generic,
         "judge": judge,
     }
-    _check_config(out / "config.json", config)
+    check_config(out / "config.json", config, "datasets")
     gen = GenerationConfig(
         max_new_tokens=max_new_tokens,
         temperature=temperature,

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
@@ -73,20 +74,6 @@ def _load_vector(args, model, trait_name: str) -> pl.PersonaVector:
     from personalens.cli import _load_vector as load_vector  # run dir / .json / .gguf
 
     return load_vector(path, model)
-
-
-def _check_config(path: Path, config: dict) -> None:
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != config:
-            diff = sorted(k for k in config.keys() | old.keys() if old.get(k) != config.get(k))
-            raise SystemExit(
-                f"{path.parent} holds a run with other settings ({', '.join(diff)}); "
-                "use the same settings or another --out"
-            )
-    else:
-        atomic_write_json(path, config)
 
 
 def _r(x, nd: int = 4):
@@ -203,7 +190,7 @@ def main() -> None:
             "shift_layers": "all",
         },
     }
-    _check_config(out / "config.json", config)
+    check_config(out / "config.json", config, "a finetuning experiment")
     print(json.dumps({k: v for k, v in config.items() if k != "evaluation"}))
 
     # 1. datasets

@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
@@ -43,20 +44,6 @@ from personalens.plotting import (
     plot_token_trace,
     save_html,
 )
-
-
-def _check_config(path: Path, config: dict) -> None:
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != config:
-            diff = sorted(k for k in config.keys() | old.keys() if old.get(k) != config.get(k))
-            raise SystemExit(
-                f"{path.parent} holds a run with other settings ({', '.join(diff)}); "
-                "use the same settings or another --out"
-            )
-    else:
-        atomic_write_json(path, config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k not in ("out", "threads")}
-    _check_config(out / "config.json", config)
+    check_config(out / "config.json", config, "a monitoring experiment")
 
     t0 = time.perf_counter()
     model = pl.load_model(args.model) if args.model else pl.load_model()

@@ -27,23 +27,10 @@ import time
 from pathlib import Path
 
 import torch
+from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
-
-
-def _check_config(path: Path, config: dict) -> None:
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != config:
-            diff = sorted(k for k in config.keys() | old.keys() if old.get(k) != config.get(k))
-            raise SystemExit(
-                f"{path.parent} holds a run with other settings ({', '.join(diff)}); "
-                "use the same settings or another --out"
-            )
-    else:
-        atomic_write_json(path, config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +51,11 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(out / "config.json", {k: v for k, v in vars(args).items() if k != "out"})
+    check_config(
+        out / "config.json",
+        {k: v for k, v in vars(args).items() if k != "out"},
+        "an SAE experiment",
+    )
     t0 = time.perf_counter()
     from personalens.cli import _load_vector
     from personalens.plotting import plot_feature_steering, plot_sae_cosines, save_html

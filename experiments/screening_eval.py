@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json
@@ -62,20 +63,6 @@ def _load_vector(args, model, trait_name: str) -> pl.PersonaVector:
     from personalens.cli import _load_vector as load_vector  # run dir / .json / .gguf
 
     return load_vector(args.vector, model)
-
-
-def _check_config(path: Path, config: dict) -> None:
-    config = json.loads(json.dumps(config))
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != config:
-            diff = sorted(k for k in config.keys() | old.keys() if old.get(k) != config.get(k))
-            raise SystemExit(
-                f"{path.parent} holds a run with other settings ({', '.join(diff)}); "
-                "use the same settings or another --out"
-            )
-    else:
-        atomic_write_json(path, config)
 
 
 def _auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
@@ -156,7 +143,7 @@ def main() -> None:
         },
         "screen": {"max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size},
     }
-    _check_config(out / "config.json", config)
+    check_config(out / "config.json", config, "a screening evaluation")
     print(json.dumps(config))
 
     # 1. answers under the positive (trait) and negative (normal) system prompts

@@ -79,3 +79,38 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
 def iter_chunks(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
+    return out
+
+
+def check_run_config(path: Path, config: dict[str, Any], *, what: str, fix: str) -> None:
+    """A run directory belongs to one configuration: the first call writes ``config`` (its JSON
+    round trip) to ``path``; a later call with another configuration raises
+    :class:`~personalens.errors.PersonaLensError` naming every differing (nested) key, e.g.
+    ``what="a screening run"``, ``fix="Resume with the same ..., or use a new --out directory."``.
+    """
+    from .errors import PersonaLensError
+
+    new = json.loads(json.dumps(config))
+    if not path.exists():
+        atomic_write_json(path, new)
+        return
+    old = json.loads(path.read_text())
+    if old == new:
+        return
+    a, b = _flat(old), _flat(new)
+    diffs = [
+        f"{k}: {str(a.get(k))[:70]!r} -> {str(b.get(k))[:70]!r}"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k) != b.get(k)
+    ]
+    raise PersonaLensError(
+        f"{path.parent} holds {what} with different settings ({'; '.join(diffs)}). {fix}"
+    )

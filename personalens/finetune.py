@@ -64,7 +64,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._io import atomic_write_bytes, atomic_write_json
+from ._io import atomic_write_bytes, atomic_write_json, check_run_config
 from ._types import Logits, Mask, Tokens
 from .chat import (
     ChatBatch,
@@ -542,36 +542,6 @@ def _latest_checkpoint(run: Path) -> tuple[Path, dict[str, Any]] | None:
     return None
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
-    return out
-
-
-def _check_config(run: Path, config: dict[str, Any]) -> None:
-    path = run / "config.json"
-    new = json.loads(json.dumps(config))
-    if not path.exists():
-        atomic_write_json(path, new)
-        return
-    old = json.loads(path.read_text())
-    if old == new:
-        return
-    a, b = _flat(old), _flat(new)
-    diffs = [
-        f"{k}: {str(a.get(k))[:60]!r} -> {str(b.get(k))[:60]!r}"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
-    raise PersonaLensError(
-        f"{run} holds a finetuning run with different settings ({'; '.join(diffs)}). Resume "
-        "with the same model, data, vector and settings, or use a new out= directory."
-    )
-
-
 # ----------------------------------------------------------------------------- result
 
 
@@ -783,7 +753,12 @@ def finetune(
     run = Path(out) if out is not None else None
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
-        _check_config(run, config)
+        check_run_config(
+            run / "config.json",
+            config,
+            what="a finetuning run",
+            fix="Resume with the same model, data, vector and settings, or use a new out= directory.",
+        )
         done = _read_final(run)
         if done is not None:
             meta, tensors = done

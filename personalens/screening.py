@@ -41,7 +41,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._io import atomic_write_json, atomic_write_text
+from ._io import atomic_write_json, atomic_write_text, check_run_config
 from ._resume import run_resumable
 from .activations import summarize_batch
 from .chat import Message, as_conversation, encode_chat, encode_response
@@ -342,36 +342,6 @@ def _vector_sha(vector: PersonaVector) -> str:
     return hashlib.sha256(vector.directions.contiguous().numpy().tobytes()).hexdigest()
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else k))
-    return out
-
-
-def _check_config(run: Path, config: dict[str, Any]) -> None:
-    path = run / "config.json"
-    new = json.loads(json.dumps(config))
-    if not path.exists():
-        atomic_write_json(path, new)
-        return
-    old = json.loads(path.read_text())
-    if old == new:
-        return
-    a, b = _flat(old), _flat(new)
-    diffs = [
-        f"{k}: {str(a.get(k))[:70]!r} -> {str(b.get(k))[:70]!r}"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k) != b.get(k)
-    ]
-    raise PersonaLensError(
-        f"{run} holds a screening run with different settings ({'; '.join(diffs)}). Resume with "
-        "the same model, vector, layer, data and settings, or use a new --out directory."
-    )
-
-
 def screen(
     model: HookedTransformer,
     vector: PersonaVector,
@@ -465,7 +435,12 @@ def screen(
     run = Path(out) if out is not None else None
     if run is not None:
         run.mkdir(parents=True, exist_ok=True)
-        _check_config(run, settings)
+        check_run_config(
+            run / "config.json",
+            settings,
+            what="a screening run",
+            fix="Resume with the same model, vector, layer, data and settings, or use a new --out directory.",
+        )
         for stale in ("summary.json", "scores.csv"):  # a rerun invalidates old final artifacts
             (run / stale).unlink(missing_ok=True)
 

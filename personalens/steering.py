@@ -531,8 +531,9 @@ def add_steering(
 ) -> SteeringHandle:
     """Like :func:`steer` but stays until ``handle.remove()`` (for long interactive sessions).
 
-    The hooks are ordinary non-permanent TransformerLens hooks, so ``model.reset_hooks()``
-    also removes them.
+    The hooks are ordinary non-permanent TransformerLens hooks: clearing the model's hooks by
+    hand also removes them. personalens itself never clears hooks; ``handle.remove()`` takes off
+    exactly this handle's own and leaves the user's alone.
     """
     return SteeringHandle(model, plan_steering(model, vector, coeff, **kw))
 
