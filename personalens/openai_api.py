@@ -567,41 +567,16 @@ def chat_json(
     ``cache=False`` for a fresh sample. Raises :class:`JudgeReplyError` when the reply has no JSON
     object, and :class:`JudgeError` when the API fails.
     """
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": prompt})
-    params = {"system": system, "max_tokens": max_tokens, "temperature": temperature}
-    store = ResponseCache(config.cache_path) if (cache and config.cache_path) else None
-    key = ResponseCache.key(config.model, "chat_json", params, prompt)
-    try:
-        cached = store.get(key) if store is not None else _MISS
-        if cached is not _MISS and isinstance(cached, dict):
-            parsed = extract_json_object(cached.get("text", ""))
-            if parsed is not None:
-                return parsed
-        client = make_client(config)
-        try:
-            text, finish = _json_completion(client, config, messages, max_tokens, temperature)
-        finally:
-            client.close()
-        parsed = extract_json_object(text)
-        if parsed is None:
-            hint = (
-                f" The reply was cut off at max_tokens={max_tokens}; raise max_tokens."
-                if finish == "length"
-                else ""
-            )
-            raise JudgeReplyError(
-                f"the LLM at {config.url} (model {config.model!r}) replied without a JSON object."
-                f"{hint} Fix: re-run, or use a stronger --judge-model. Reply began: "
-                f"{_redact(text[:300], config)!r}",
-                text=text,
-            )
-        if store is not None:
-            store.put(key, {"text": text})
-        return parsed
-    finally:
-        if store is not None:
-            store.close()
+    return _validated_json(
+        prompt,
+        lambda obj: obj,
+        config=config,
+        kind="chat_json",
+        system=system,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        cache=cache,
+    )
 
 
 def _json_completion(
