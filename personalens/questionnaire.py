@@ -74,6 +74,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ._data import shipped_file, shipped_names
 from .chat import ChatBatch
 from .errors import PersonaLensError
 
@@ -406,16 +407,9 @@ def load_questionnaire_file(path: str | Path) -> Questionnaire:
     return parse_questionnaire(data, source=str(path))
 
 
-def _shipped_dir():
-    return resources.files("personalens").joinpath("data", "questionnaires")
-
-
 def list_questionnaires() -> list[str]:
     """Names of the questionnaires shipped with personalens."""
-    folder = _shipped_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+    return shipped_names("questionnaires")
 
 
 def load_questionnaire(path_or_name: str | Path | Questionnaire) -> Questionnaire:
@@ -426,7 +420,7 @@ def load_questionnaire(path_or_name: str | Path | Questionnaire) -> Questionnair
     if candidate.suffix == ".json" or candidate.is_file():
         return load_questionnaire_file(candidate)
     name = str(path_or_name)
-    entry = _shipped_dir().joinpath(f"{name}.json")
+    entry = shipped_file("questionnaires", name)
     if not entry.is_file():
         shipped = ", ".join(list_questionnaires()) or "none"
         raise QuestionnaireFileError(

@@ -66,6 +66,7 @@ from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from ._data import shipped_file, shipped_names
 from ._io import atomic_write_json
 from ._resume import run_resumable
 from .chat import Message
@@ -336,16 +337,9 @@ def parse_scenarios(data: Any, source: str = "<dict>") -> ScenarioSet:
     )
 
 
-def _shipped_dir():
-    return resources.files("personalens").joinpath("data", "scenarios")
-
-
 def list_scenario_sets() -> list[str]:
     """Names of the scenario sets shipped with personalens."""
-    folder = _shipped_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+    return shipped_names("scenarios")
 
 
 def load_scenarios(path_or_name: str | Path | ScenarioSet = "persona_shifts") -> ScenarioSet:
@@ -362,7 +356,7 @@ def load_scenarios(path_or_name: str | Path | ScenarioSet = "persona_shifts") ->
             raise ScenarioFileError(f"scenario file {candidate}: not valid JSON ({exc})") from None
         return parse_scenarios(data, source=str(candidate))
     name = str(path_or_name)
-    entry = _shipped_dir().joinpath(f"{name}.json")
+    entry = shipped_file("scenarios", name)
     if not entry.is_file():
         shipped = ", ".join(list_scenario_sets()) or "none"
         raise ScenarioFileError(

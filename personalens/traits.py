@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ._data import shipped_file, shipped_names
 from .errors import PersonaLensError
 
 REQUIRED = ("instruction", "questions", "eval_prompt")
@@ -247,16 +248,9 @@ def load_trait_file(path: str | Path) -> Trait:
 # ----------------------------------------------------------------------------- shipped traits
 
 
-def _shipped_dir():
-    return resources.files("personalens").joinpath("data", "traits")
-
-
 def list_traits() -> list[str]:
     """Names of the trait artifacts shipped with personalens."""
-    folder = _shipped_dir()
-    if not folder.is_dir():
-        return []
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+    return shipped_names("traits")
 
 
 def load_trait(name_or_path: str | Path) -> Trait:
@@ -265,7 +259,7 @@ def load_trait(name_or_path: str | Path) -> Trait:
     if candidate.suffix == ".json" or candidate.is_file():
         return load_trait_file(candidate)
     name = str(name_or_path)
-    entry = _shipped_dir().joinpath(f"{name}.json")
+    entry = shipped_file("traits", name)
     if not entry.is_file():
         shipped = ", ".join(list_traits()) or "none"
         raise TraitFileError(
