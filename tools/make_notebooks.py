@@ -7,6 +7,20 @@ import nbformat as nbf
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# Notebooks 02-05 start from the `evil` run: runs/evil when it exists, else the small run that
+# notebook 01 makes (runs/notebook_evil; reused when the notebooks run in one folder).
+EVIL_RUN = (
+    "model = pl.load_model()\n"
+    'trait = pl.load_trait("evil")\n'
+    'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
+    "if run is None:\n"
+    '    run = Path("runs/notebook_evil")\n'
+    "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+    '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
+    'vec = pl.PersonaVector.load(run / "vector")\n'
+)
+
+
 def _notebook(cells: list) -> nbf.NotebookNode:
     for i, cell in enumerate(cells):
         cell.id = f"cell-{i:02d}"  # stable ids: regenerating a notebook gives no diff
@@ -196,16 +210,7 @@ def steering() -> nbf.NotebookNode:
             "import pandas as pd\n"
             "import torch\n\n"
             "import personalens as pl\n"
-            "from personalens import extraction as ex\n\n"
-            "model = pl.load_model()\n"
-            'trait = pl.load_trait("evil")\n'
-            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
-            "if run is None:\n"
-            '    run = Path("runs/notebook_evil")\n'
-            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
-            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
-            'vec = pl.PersonaVector.load(run / "vector")\n'
-            "vec"
+            "from personalens import extraction as ex\n\n" + EVIL_RUN + "vec"
         ),
         md(
             "**How big is a coefficient?** A raw mean-difference vector grows with depth, and so does the residual "
@@ -332,16 +337,7 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
             "from pathlib import Path\n\n"
             "import pandas as pd\n\n"
             "import personalens as pl\n"
-            "from personalens import extraction as ex\n\n"
-            "model = pl.load_model()\n"
-            'trait = pl.load_trait("evil")\n'
-            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
-            "if run is None:\n"
-            '    run = Path("runs/notebook_evil")\n'
-            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
-            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
-            'vec = pl.PersonaVector.load(run / "vector")\n'
-            "print(run, vec)"
+            "from personalens import extraction as ex\n\n" + EVIL_RUN + "print(run, vec)"
         ),
         md(
             "## Layer sweep\n"
@@ -451,15 +447,8 @@ def sae_decomposition() -> nbf.NotebookNode:
             "import personalens as pl\n"
             "from personalens import extraction as ex\n"
             "from personalens.sae import shipped_sae_layers\n\n"
-            "model = pl.load_model()\n"
-            'trait = pl.load_trait("evil")\n'
-            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
-            "if run is None:\n"
-            '    run = Path("runs/notebook_evil")\n'
-            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
-            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
-            'vec = pl.PersonaVector.load(run / "vector")\n'
-            "layers = shipped_sae_layers(model.cfg.model_name)\n"
+            + EVIL_RUN
+            + "layers = shipped_sae_layers(model.cfg.model_name)\n"
             'saes = {L: pl.load_sae("embedded", layer=L, model=model) for L in layers}\n'
             "layers, saes[layers[0]]"
         ),
@@ -528,15 +517,8 @@ def finetuning() -> nbf.NotebookNode:
             "import torch\n\n"
             "import personalens as pl\n"
             "from personalens import extraction as ex\n\n"
-            "model = pl.load_model()\n"
-            'trait = pl.load_trait("evil")\n'
-            'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
-            "if run is None:\n"
-            '    run = Path("runs/notebook_evil")\n'
-            "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
-            '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
-            'vec = pl.PersonaVector.load(run / "vector")\n'
-            'BEST = json.loads((run / "summary.json").read_text())["best_layer"]  # best held-out AUC: where we read the shift\n'
+            + EVIL_RUN
+            + 'BEST = json.loads((run / "summary.json").read_text())["best_layer"]  # best held-out AUC: where we read the shift\n'
             'vec = vec.replace(metadata={**vec.metadata, "best_layer": BEST})\n'
             "STEER = round(model.cfg.n_layers * 2 / 3)  # where steering changes behaviour (layer 20 of 30)\n"
             "print(run, vec, BEST, STEER)"
