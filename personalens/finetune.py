@@ -55,7 +55,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,8 +64,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._io import atomic_write_bytes, atomic_write_json, check_run_config
+from ._io import atomic_write_json, check_run_config
 from ._types import Logits, Mask, Tokens
+from .adapters import TARGETS, Adapters, AdapterSpec, _check_adaptable
 from .chat import (
     ChatBatch,
     batch_from_ids,
@@ -77,6 +78,14 @@ from .chat import (
 )
 from .conventions import check_layer
 from .errors import PersonaLensError
+from .finetune_checkpoints import (
+    FORMAT,
+    _latest_checkpoint,
+    _load_tensors,
+    _restore_optimizer,
+    _save_checkpoint,
+    _save_tensors,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -96,16 +105,8 @@ __all__ = [
     "training_hooks",
 ]
 
-FORMAT = "personalens.finetune"
 VERSION = 1
 MODES = ("plain", "preventative", "caft")
-PARAMS = ("lora", "full")
-TARGETS = ("mlp_out", "attn_out")
-# target -> (hook that reads the adapter's input, hook whose output the update is added to)
-_HOOKS = {
-    "mlp_out": ("blocks.{L}.mlp.hook_post", "blocks.{L}.hook_mlp_out"),
-    "attn_out": ("blocks.{L}.attn.hook_z", "blocks.{L}.hook_attn_out"),
-}
 
 
 # ----------------------------------------------------------------------------- the loss
@@ -142,197 +143,6 @@ def _training_loss(model: HookedTransformer, batch: ChatBatch) -> Tensor:
     logits = apply_softcap(model.unembed(picked), model.cfg.output_logits_soft_cap)[0]
     labels = batch.tokens[:, 1:][target]
     return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="mean")
-
-
-# ----------------------------------------------------------------------------- adapters
-
-
-@dataclass(frozen=True)
-class AdapterSpec:
-    """Which weights are adapted and how: ``params`` ``"lora"``/``"full"``, ``targets`` among
-    :data:`TARGETS`, the ``layers``, and for LoRA the ``rank`` and ``alpha`` (scale alpha/rank)."""
-
-    params: str = "lora"
-    targets: tuple[str, ...] = TARGETS
-    layers: tuple[int, ...] = ()
-    rank: int = 8
-    alpha: float = 16.0
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank if self.params == "lora" else 1.0
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "params": self.params,
-            "targets": list(self.targets),
-            "layers": list(self.layers),
-        }
-        if self.params == "lora":
-            out.update(rank=self.rank, alpha=self.alpha)
-        return out
-
-    @staticmethod
-    def from_dict(d: Mapping[str, Any]) -> AdapterSpec:
-        return AdapterSpec(
-            params=d["params"],
-            targets=tuple(d["targets"]),
-            layers=tuple(int(L) for L in d["layers"]),
-            rank=int(d.get("rank", 8)),
-            alpha=float(d.get("alpha", 16.0)),
-        )
-
-
-def _in_features(model: HookedTransformer, target: str) -> int:
-    cfg = model.cfg
-    if target == "mlp_out":
-        if cfg.d_mlp is None:
-            raise PersonaLensError("this model has no d_mlp: use targets=('attn_out',)")
-        return int(cfg.d_mlp)
-    return int(cfg.n_heads * cfg.d_head)
-
-
-def _check_adaptable(model: HookedTransformer, spec: AdapterSpec) -> None:
-    cfg = model.cfg
-    if spec.params not in PARAMS:
-        raise PersonaLensError(f"unknown params {spec.params!r}: use one of {PARAMS}")
-    bad = [t for t in spec.targets if t not in TARGETS]
-    if bad or not spec.targets:
-        raise PersonaLensError(
-            f"targets {list(spec.targets)}: give one or more of {TARGETS} ('mlp_out' = the MLP "
-            "down-projection W_out, 'attn_out' = the attention output W_O)"
-        )
-    if len(set(spec.targets)) != len(spec.targets):
-        raise PersonaLensError(f"targets {list(spec.targets)} name a target twice")
-    if spec.params == "lora" and (spec.rank < 1 or spec.alpha <= 0):
-        raise PersonaLensError(f"LoRA needs rank >= 1 and alpha > 0, got {spec.rank}, {spec.alpha}")
-    if getattr(cfg, "load_in_4bit", False):
-        raise PersonaLensError("4-bit models cannot be finetuned here: load the model unquantised")
-    if getattr(cfg, "use_normalization_before_and_after", False):
-        raise PersonaLensError(
-            "this architecture normalises the attention/MLP output before adding it to the "
-            "residual stream, so an update added there would not merge into W_out/W_O"
-        )
-    for L in spec.layers:
-        for t in spec.targets:
-            for template in _HOOKS[t]:
-                if template.format(L=L) not in model.hook_dict:
-                    raise PersonaLensError(
-                        f"this model has no hook {template.format(L=L)!r}: target {t!r} is not "
-                        "supported for its architecture"
-                    )
-
-
-class Adapters:
-    """The trained tensors, named ``blocks.L.<target>.A``/``.B`` (LoRA) or ``.delta`` (full).
-
-    ``hooks()`` applies them to a forward pass; :meth:`merge_into` adds them to the weights.
-    """
-
-    def __init__(self, spec: AdapterSpec, tensors: Mapping[str, Tensor]) -> None:
-        self.spec = spec
-        self.tensors = dict(tensors)
-        missing = [n for n in self.names() if n not in self.tensors]
-        extra = sorted(set(self.tensors) - set(self.names()))
-        if missing or extra:
-            raise PersonaLensError(
-                f"adapter tensors do not match the spec (missing {missing[:4]}, unexpected "
-                f"{extra[:4]}); the checkpoint and its config do not belong together"
-            )
-
-    def names(self) -> list[str]:
-        kinds = ("A", "B") if self.spec.params == "lora" else ("delta",)
-        return [
-            f"blocks.{L}.{t}.{k}"
-            for L in self.spec.layers
-            for t in self.spec.targets
-            for k in kinds
-        ]
-
-    @classmethod
-    def init(cls, model: HookedTransformer, spec: AdapterSpec, seed: int) -> Adapters:
-        """Fresh adapters that leave the model unchanged (LoRA ``B`` = 0, full ``delta`` = 0)."""
-        _check_adaptable(model, spec)
-        g = torch.Generator().manual_seed(int(seed))
-        d_model, device = model.cfg.d_model, model.cfg.device
-        tensors = {}
-        for L in spec.layers:
-            for t in spec.targets:
-                d_in = _in_features(model, t)
-                key = f"blocks.{L}.{t}"
-                if spec.params == "lora":
-                    bound = 1.0 / math.sqrt(d_in)  # PEFT's kaiming_uniform_(a=sqrt(5))
-                    a = (torch.rand(d_in, spec.rank, generator=g) * 2 - 1) * bound
-                    tensors[f"{key}.A"] = a.to(device)
-                    tensors[f"{key}.B"] = torch.zeros(spec.rank, d_model, device=device)
-                else:
-                    tensors[f"{key}.delta"] = torch.zeros(d_in, d_model, device=device)
-        for v in tensors.values():
-            v.requires_grad_(True)
-        return cls(spec, tensors)
-
-    def parameters(self) -> list[Tensor]:
-        return [self.tensors[n] for n in self.names()]
-
-    def delta(self, layer: int, target: str) -> Float[Tensor, "d_in d_model"]:
-        """The weight update ``ΔW`` of ``target`` at ``layer``, ``[d_in, d_model]`` float32."""
-        key = f"blocks.{layer}.{target}"
-        if self.spec.params == "lora":
-            return self.spec.scale * (self.tensors[f"{key}.A"] @ self.tensors[f"{key}.B"])
-        return self.tensors[f"{key}.delta"]
-
-    def _apply(self, layer: int, target: str, x: Tensor) -> Tensor:
-        x = x.flatten(-2) if target == "attn_out" else x  # z: [batch, pos, n_heads, d_head]
-        key = f"blocks.{layer}.{target}"
-        if self.spec.params == "lora":
-            low = x.float() @ self.tensors[f"{key}.A"]
-            return self.spec.scale * (low @ self.tensors[f"{key}.B"])
-        return x.float() @ self.tensors[f"{key}.delta"]
-
-    def hooks(self) -> list[tuple[str, Any]]:
-        """TransformerLens forward hooks that add ``x @ ΔW`` to each adapted output."""
-        out = []
-        for L in self.spec.layers:
-            for t in self.spec.targets:
-                read, write = (h.format(L=L) for h in _HOOKS[t])
-                out.extend(self._hook_pair(L, t, read, write))
-        return out
-
-    def _hook_pair(self, layer: int, target: str, read: str, write: str) -> list:
-        store: dict[str, Tensor] = {}
-
-        def grab(x: Tensor, hook: Any) -> None:
-            store["x"] = x
-
-        def add(y: Tensor, hook: Any) -> Tensor:
-            x = store.pop("x", None)
-            if x is None:
-                raise PersonaLensError(f"adapter at {write}: {read} did not run in this forward")
-            return y + self._apply(layer, target, x).to(y.dtype)
-
-        grab.__name__ = f"personalens_adapter_read_{target}_L{layer}"
-        add.__name__ = f"personalens_adapter_add_{target}_L{layer}"
-        return [(read, grab), (write, add)]
-
-    @torch.no_grad()
-    def merge_into(self, model: HookedTransformer) -> None:
-        """Add every ``ΔW`` to the model's weights, in place (keeps the weights' memory layout)."""
-        cfg = model.cfg
-        for L in self.spec.layers:
-            for t in self.spec.targets:
-                delta = self.delta(L, t).detach()
-                if t == "mlp_out":
-                    w = model.blocks[L].mlp.W_out
-                else:
-                    w = model.blocks[L].attn.W_O
-                    delta = delta.reshape(cfg.n_heads, cfg.d_head, cfg.d_model)
-                w.add_(delta.to(device=w.device, dtype=w.dtype))
-
-    def state(self) -> dict[str, Tensor]:
-        return {n: self.tensors[n].detach().to("cpu").contiguous() for n in self.names()}
-
-    def n_parameters(self) -> int:
-        return sum(t.numel() for t in self.tensors.values())
 
 
 # ----------------------------------------------------------------------------- training hooks
@@ -456,90 +266,6 @@ def _batch_of(
         pad_id(model.tokenizer),
         model.cfg.device,
     )
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _sha_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> str:
-    from safetensors.torch import save
-
-    data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": FORMAT})
-    atomic_write_bytes(path, data)
-    return _sha_bytes(data)
-
-
-def _load_tensors(path: Path, sha: str | None) -> dict[str, Tensor]:
-    from safetensors.torch import load
-
-    if not path.is_file():
-        raise PersonaLensError(f"{path} not found: the run directory is incomplete")
-    data = path.read_bytes()
-    if sha is not None and _sha_bytes(data) != sha:
-        raise PersonaLensError(
-            f"{path} does not match the SHA-256 recorded next to it: the files come from two "
-            "different saves; delete the run directory and train again"
-        )
-    return load(data)
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, Tensor]:
-    out = {}
-    for idx, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"{idx}.{k}"] = torch.as_tensor(v).detach().cpu().clone()
-    return out
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, Tensor]] = {}
-    for name, v in tensors.items():
-        idx, k = name.split(".", 1)
-        state.setdefault(int(idx), {})[k] = v
-    opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
-
-
-def _checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
-    root = run / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for d in root.iterdir():
-        if d.is_dir() and d.name.startswith("step-") and d.name[5:].isdigit():
-            found.append((int(d.name[5:]), d))
-    return sorted(found)
-
-
-def _save_checkpoint(
-    run: Path, adapters: Adapters, opt: torch.optim.Optimizer, state: dict[str, Any]
-) -> None:
-    step = int(state["step"])
-    final = run / "checkpoints" / f"step-{step:07d}"
-    if final.exists():
-        shutil.rmtree(final)
-    final.mkdir(parents=True)
-    state = {
-        **state,
-        "adapters_sha256": _save_tensors(final / "adapters.safetensors", adapters.state()),
-        "optimizer_sha256": _save_tensors(final / "optimizer.safetensors", _optimizer_tensors(opt)),
-    }
-    atomic_write_json(final / "state.json", state)  # last: the checkpoint is complete
-    for s, d in _checkpoint_dirs(run):
-        if s != step:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def _latest_checkpoint(run: Path) -> tuple[Path, dict[str, Any]] | None:
-    for _, d in reversed(_checkpoint_dirs(run)):
-        if (d / "state.json").is_file():
-            return d, json.loads((d / "state.json").read_text())
-        shutil.rmtree(d, ignore_errors=True)  # a checkpoint that did not finish writing
-    return None
 
 
 # ----------------------------------------------------------------------------- result
