@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._io import atomic_write_bytes, atomic_write_json, iter_chunks
+from ._io import atomic_write_bytes, atomic_write_json, check_run_config, iter_chunks
 from ._resume import run_resumable
 from .activations import VARIANTS, ActivationSet, summarize_batch
 from .chat import as_conversation, encode_chat
@@ -482,24 +482,12 @@ class ExtractionResult:
 
 
 def _check_run_config(run_dir: Path, resolved: dict[str, Any]) -> None:
-    path = run_dir / "config.json"
-    if path.exists():
-        previous = json.loads(path.read_text())
-        diffs = {
-            k: (previous.get(k), v)
-            for k, v in resolved.items()
-            if previous.get(k) != v and k != "started"
-        }
-        if diffs:
-            listed = "; ".join(
-                f"{k}: {a!r} -> {b!r}" for k, a, b in ((k, *v) for k, v in diffs.items())
-            )
-            raise PersonaLensError(
-                f"{run_dir} holds a run with different settings ({listed}). Resume with the same "
-                "settings, or pass a new --out directory."
-            )
-    else:
-        atomic_write_json(path, resolved)
+    check_run_config(
+        run_dir / "config.json",
+        resolved,
+        what="a run",
+        fix="Resume with the same settings, or pass a new --out directory.",
+    )
 
 
 def run_extraction(

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._io import atomic_write_json, read_jsonl
+from ._io import atomic_write_json, check_run_config, read_jsonl
 from ._resume import run_resumable
 from .chat import Message, as_conversation
 from .errors import PersonaLensError
@@ -487,15 +487,10 @@ def monitoring_experiment(
 
 
 def _check_settings(run: Path, settings: dict[str, Any]) -> None:
-    path = run / "settings.json"
     run.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != settings:
-            changed = sorted(k for k in settings if old.get(k) != settings[k])
-            raise PersonaLensError(
-                f"{run} holds a monitoring run with other settings ({', '.join(changed)} differ); "
-                "use a new out directory or the same settings"
-            )
-    else:
-        atomic_write_json(path, settings)
+    check_run_config(
+        run / "settings.json",
+        settings,
+        what="a monitoring run",
+        fix="Use a new out directory or the same settings.",
+    )

@@ -67,7 +67,7 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._data import shipped_file, shipped_names
-from ._io import atomic_write_json
+from ._io import check_run_config
 from ._resume import run_resumable
 from .chat import Message
 from .errors import PersonaLensError
@@ -750,17 +750,12 @@ def judge_pairs(
 
 
 def _check_settings(path: Path, settings: dict[str, Any], what: str) -> None:
-    new = json.loads(json.dumps(settings))
-    if not path.exists():
-        atomic_write_json(path, new)
-        return
-    old = json.loads(path.read_text())
-    if old != new:
-        diffs = [k for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
-        raise PersonaLensError(
-            f"{path.parent} holds a ranking run with different {what} settings (differs in "
-            f"{diffs}). Resume with the same settings, or use a new out directory."
-        )
+    check_run_config(
+        path,
+        settings,
+        what=f"a ranking run ({what})",
+        fix="Resume with the same settings, or use a new out directory.",
+    )
 
 
 def _play(model: HookedTransformer, scenario: Scenario, steerer: DynamicSteerer) -> list[TurnPair]:

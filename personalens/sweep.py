@@ -12,14 +12,13 @@ the same call skips everything already done. ``sweep.json`` (the summary table) 
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._io import append_jsonl, atomic_write_json, read_jsonl
+from ._io import append_jsonl, atomic_write_json, check_run_config, read_jsonl
 from .chat import as_conversation
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate
@@ -266,17 +265,10 @@ def _resolve_trait(trait: Trait | str | None, vector: PersonaVector) -> Trait:
 
 def _check_settings(run: Path, settings: dict[str, Any], layers: list, coeffs: list) -> None:
     """A run directory belongs to one sweep; more cells may be added, settings may not change."""
-    path = run / "settings.json"
     run.mkdir(parents=True, exist_ok=True)
-    if path.exists():
-        old = json.loads(path.read_text())
-        if old != json.loads(json.dumps(settings)):
-            changed = sorted(
-                k for k in settings if old.get(k) != json.loads(json.dumps(settings))[k]
-            )
-            raise PersonaLensError(
-                f"{run} holds a sweep with other settings ({', '.join(changed)} differ); use a new "
-                "--out directory or the same settings"
-            )
-    else:
-        atomic_write_json(path, settings)
+    check_run_config(
+        run / "settings.json",
+        settings,
+        what="a sweep",
+        fix="Use a new --out directory or the same settings.",
+    )

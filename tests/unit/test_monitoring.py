@@ -317,7 +317,7 @@ def test_experiment_resumes_after_an_interrupt(tiny_model, vec, tmp_path, monkey
     again = _experiment(tiny_model, vec, LengthJudge(), out=out)
     assert again.records == full.records
     assert json.loads((out / "monitoring.json").read_text())["layer"] == 1
-    with pytest.raises(PersonaLensError, match="other settings"):
+    with pytest.raises(PersonaLensError, match="different settings"):
         monitoring_experiment(
             tiny_model,
             vec,

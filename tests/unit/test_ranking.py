@@ -433,12 +433,14 @@ def test_run_ranking_end_to_end_and_resume(tiny_model, vecs, tmp_path):
     assert again_judge.calls == 0
     assert [p.steered for p in again.pairs] == [p.steered for p in res.pairs]
     assert again.win_rates().equals(res.win_rates())
-    with pytest.raises(PersonaLensError, match="different judge settings"):
+    with pytest.raises(PersonaLensError, match=r"ranking run \(judge\) with different settings"):
         run_ranking(
             tiny_model, scenarios, vecs, AlwaysA(), out=out, seed=1, max_coeff=20.0,
             generation=gen, progress=False,
         )  # fmt: skip
-    with pytest.raises(PersonaLensError, match="different generation settings"):
+    with pytest.raises(
+        PersonaLensError, match=r"ranking run \(generation\) with different settings"
+    ):
         run_ranking(
             tiny_model, scenarios, vecs, AlwaysA(), out=out, max_coeff=5.0, generation=gen,
             progress=False,

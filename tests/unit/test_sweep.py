@@ -119,7 +119,7 @@ def test_interrupted_sweep_keeps_finished_cells(tiny_model, vec, tmp_path, monke
 
 def test_changed_settings_are_refused(tiny_model, vec, tmp_path):
     _run(tiny_model, vec, LengthJudge(), out=tmp_path)
-    with pytest.raises(PersonaLensError, match="other settings"):
+    with pytest.raises(PersonaLensError, match="different settings"):
         _run(tiny_model, vec, LengthJudge(), out=tmp_path, positions="all")
 
 
