@@ -124,9 +124,28 @@ _EXPORTS = {
     "FinetuningShift": "personalens.shift",
     "plot_finetuning_shift": "personalens.plotting",
     "plot_shift_by_layer": "personalens.plotting",
+    # Big Five (OCEAN) control
+    "BIG_FIVE_POLES": "personalens.ocean",
+    "shipped_vector": "personalens.ocean",
+    "list_shipped_vectors": "personalens.ocean",
+    "scalar_sweep": "personalens.ocean",
+    "ScalarSweepResult": "personalens.ocean",
+    "additive_test": "personalens.ocean",
+    "AdditiveTestResult": "personalens.ocean",
+    "plot_scalar_sweep": "personalens.plotting",
+    "plot_additive_test": "personalens.plotting",
 }
 
 __all__ = [
+    "AdditiveTestResult",
+    "BIG_FIVE_POLES",
+    "ScalarSweepResult",
+    "additive_test",
+    "list_shipped_vectors",
+    "plot_additive_test",
+    "plot_scalar_sweep",
+    "scalar_sweep",
+    "shipped_vector",
     "FinetuneResult",
     "FinetuningShift",
     "finetune",
@@ -272,7 +291,17 @@ if TYPE_CHECKING:  # pragma: no cover
         trait_examples,
     )
     from .monitoring import PromptProjections, TokenTrace, last_prompt_projection, token_trace
+    from .ocean import (
+        BIG_FIVE_POLES,
+        AdditiveTestResult,
+        ScalarSweepResult,
+        additive_test,
+        list_shipped_vectors,
+        scalar_sweep,
+        shipped_vector,
+    )
     from .plotting import (
+        plot_additive_test,
         plot_cosine_by_layer,
         plot_cosine_matrix,
         plot_feature_steering,
@@ -282,6 +311,7 @@ if TYPE_CHECKING:  # pragma: no cover
         plot_monitoring_r_by_layer,
         plot_monitoring_scatter,
         plot_sae_cosines,
+        plot_scalar_sweep,
         plot_screening_histogram,
         plot_shift_by_layer,
         plot_steering_heatmap,

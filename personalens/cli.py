@@ -693,11 +693,13 @@ def _add_questionnaire_parser(sub) -> None:
     p.add_argument("--system", default=None, help="system prompt for every item")
     p.add_argument(
         "--method",
-        choices=["logprob", "generate", "judge"],
+        choices=["logprob", "generate", "judge", "likelihood"],
         default="logprob",
         help="logprob: next-token probabilities of the scale answers (no judge); generate: "
         "greedy reply parsed strictly (unparseable = NaN); judge: reply rated by an "
-        "OpenAI-compatible LLM judge",
+        "OpenAI-compatible LLM judge; likelihood: mean log-prob of each statement as the "
+        "model's self-description, scored per dimension as forward - reverse (nats/token, "
+        "not on the Likert scale)",
     )
     p.add_argument("--judge-base-url", default=None)
     p.add_argument("--judge-model", default=None)

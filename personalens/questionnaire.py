@@ -12,6 +12,8 @@ A **questionnaire file** is JSON::
                 "answers": ["1", "2", "3", "4", "5"]},     # optional; default str(value)
       "prompt_template": "... {item} ... {scale} ... {min} to {max} ...",
       "judge_prompt": "... {item} ... {answer} ...",       # optional (method="judge")
+      "self_description_prompt": "Describe your personality in one sentence.",
+                                                  # optional (method="likelihood")
       "items": [{"id": "O1", "text": "I ...", "dimension": "openness", "reverse": false}, ...]
     }
 
@@ -23,7 +25,7 @@ integers, symmetric about their midpoint, so a reverse-keyed item's score become
 items, written for personalens; it is **not a validated instrument**. Load your own file (for
 example a licensed copy of the BFI-44) with :func:`load_questionnaire`.
 
-**Scoring** (:func:`score_questionnaire`), three methods:
+**Scoring** (:func:`score_questionnaire`), four methods:
 
 * ``"logprob"`` (default, no judge): each item is rendered with ``prompt_template`` into a chat
   prompt (the tokenizer's template, generation prompt appended; batched with left padding) and
@@ -42,9 +44,25 @@ example a licensed copy of the BFI-44) with :func:`load_questionnaire`.
 * ``"judge"``: a reply per item, then an LLM judge (an OpenAI-compatible one,
   :class:`personalens.openai_api.OpenAIJudge`) rates its agreement with the statement 0-100,
   mapped linearly onto the scale; NaN when the judge does not answer with a number.
+* ``"likelihood"`` (no judge, **not on the Likert scale**): *self-description likelihood*.
+  Each item's statement is teacher-forced as the model's reply to one user prompt,
+  ``self_description_prompt`` (default :data:`SELF_DESCRIPTION_PROMPT`, "Describe your
+  personality in one sentence."; chat template applied), and the item's ``logprob`` is the mean
+  per-token log-probability of the statement's tokens (the end-of-turn token is not scored), in
+  nats/token. A dimension's score is the **contrast** ``mean(logprob of forward-keyed items) -
+  mean(logprob of reverse-keyed items)``: how much more readily the model describes itself with
+  the trait's statements than with their opposites (the statements' own lengths and wording
+  cancel in a steered-minus-unsteered difference; compare contrasts of one model under
+  different steering, not across questionnaires). Every dimension needs forward- and
+  reverse-keyed items. This method exists because on small models the ``"logprob"`` Likert
+  answer does not read the item: on SmolLM2-135M every item gets nearly the same answer
+  distribution, so steering moves forward- and reverse-keyed items together and the keyed
+  dimension means stay at ~3.0 for any coefficient, while the likelihood contrast of the
+  steered dimension moves with the coefficient.
 
-Reverse keying is applied after scoring. Per dimension: the mean of the keyed item scores, the
-standard deviation across items, the standard error of the mean, and the NaN count.
+Reverse keying is applied after scoring (Likert methods). Per dimension: the mean of the keyed
+item scores, the standard deviation across items, the standard error of the mean, and the NaN
+count.
 
 Scoring uses the model's normal forward pass, so it runs under steering::
 
@@ -54,6 +72,15 @@ Scoring uses the model's normal forward pass, so it runs under steering::
 With the default ``positions="response"``, a forward pass without a KV cache is steered at each
 row's last real token: the last prompt token, whose output is the answer distribution. The
 ``steering`` argument does the same for you (and records the plan in the result).
+
+For ``"likelihood"`` the statement is scored the way generation would produce it: one forward
+over the prompt (a prefill, batch 1, its KV cache shared by all items), then one forward over
+the statement tokens with that cache. So steering means what it means in
+:func:`personalens.generate`: ``positions="response"`` steers the positions whose outputs
+predict statement tokens (the last prompt token and every statement token but the last, which
+is not run: :func:`personalens.response_positions` of the prompt + statement batch),
+``"prompt"`` only the prompt, ``"all"`` both; an explicit boolean mask is refused. This holds for ``steering=`` and for
+an enclosing ``with pl.steer(...)`` alike.
 """
 
 from __future__ import annotations
@@ -83,10 +110,12 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 LOW_MASS = 0.5  # scale tokens below this probability: the model did not answer on the scale
-METHODS = ("logprob", "generate", "judge")
+METHODS = ("logprob", "generate", "judge", "likelihood")
+SELF_DESCRIPTION_PROMPT = "Describe your personality in one sentence."
+LIKELIHOOD_UNITS = "nats/token"
 
 REQUIRED = ("name", "dimensions", "scale", "prompt_template", "items")
-OPTIONAL = ("description", "license", "judge_prompt")
+OPTIONAL = ("description", "license", "judge_prompt", "self_description_prompt")
 ITEM_KEYS = ("id", "text", "dimension", "reverse")
 _DIMENSION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PROMPT_FIELDS = ("item", "scale", "min", "max")
@@ -170,6 +199,7 @@ class Questionnaire:
     license: str = ""
     judge_prompt: str = JUDGE_PROMPT
     source: str = ""
+    self_description_prompt: str = SELF_DESCRIPTION_PROMPT
 
     def __len__(self) -> int:
         return len(self.items)
@@ -200,6 +230,8 @@ class Questionnaire:
         out["prompt_template"] = self.prompt_template
         if self.judge_prompt != JUDGE_PROMPT:
             out["judge_prompt"] = self.judge_prompt
+        if self.self_description_prompt != SELF_DESCRIPTION_PROMPT:
+            out["self_description_prompt"] = self.self_description_prompt
         out["items"] = [
             {"id": it.id, "text": it.text, "dimension": it.dimension, "reverse": it.reverse}
             for it in self.items
@@ -307,6 +339,10 @@ def parse_questionnaire(data: Any, source: str = "<dict>") -> Questionnaire:
         if not isinstance(value, str):
             raise _fail(source, key, f"must be a string, got {type(value).__name__}")
         extras[key] = value
+    if "self_description_prompt" in data:
+        extras["self_description_prompt"] = _nonempty_str(
+            data["self_description_prompt"], source, "self_description_prompt"
+        )
 
     dims = data["dimensions"]
     if not isinstance(dims, list) or not dims:
@@ -529,7 +565,9 @@ class QuestionnaireResult:
     """Per-item scores of one questionnaire run (``records``) and how they were made.
 
     ``raw_score`` is on the scale as answered, ``score`` after reverse keying; NaN where the
-    item could not be scored (see ``status``).
+    item could not be scored (see ``status``). For ``method="likelihood"`` both are the item's
+    ``logprob`` (mean nats/token, not keyed: keying enters through the per-dimension contrast)
+    and :attr:`units` says so.
     """
 
     questionnaire: str
@@ -543,12 +581,61 @@ class QuestionnaireResult:
         return len(self.records)
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per item: id, dimension, reverse, text, raw_score, score, scale_mass, ..."""
+        """One row per item: id, dimension, reverse, text, raw_score, score, scale_mass, ...
+
+        For ``method="likelihood"``: ``logprob`` (mean log-probability per statement token,
+        nats), ``sum_logprob`` and ``n_tokens`` instead of the scale columns.
+        """
         import pandas as pd
 
         return pd.DataFrame.from_records(self.records)
 
+    @property
+    def units(self) -> str:
+        """What a dimension score is measured in: ``"likert 1-5"`` or ``"nats/token"``."""
+        if self.method == "likelihood":
+            return LIKELIHOOD_UNITS
+        return f"likert {self.scale_values[0]}-{self.scale_values[-1]}"
+
+    def _likelihood_rows(self) -> list[dict[str, Any]]:
+        rows = []
+        for dim in self.dimension_names:
+            recs = [r for r in self.records if r["dimension"] == dim]
+            side: dict[str, np.ndarray] = {}
+            for name, rev in (("forward", False), ("reverse", True)):
+                part = np.array([r["logprob"] for r in recs if r["reverse"] is rev], dtype=float)
+                side[name] = part[~np.isnan(part)]
+            f, r = side["forward"], side["reverse"]
+            mean_f = float(f.mean()) if len(f) else math.nan
+            mean_r = float(r.mean()) if len(r) else math.nan
+            var = (
+                (np.var(f, ddof=1) / len(f) + np.var(r, ddof=1) / len(r))
+                if len(f) > 1 and len(r) > 1
+                else math.nan
+            )
+            n = len(f) + len(r)
+            rows.append(
+                {
+                    "dimension": dim,
+                    "contrast": mean_f - mean_r,
+                    "sem": math.sqrt(var) if not math.isnan(var) else math.nan,
+                    "mean_forward": mean_f,
+                    "mean_reverse": mean_r,
+                    "std_forward": float(np.std(f, ddof=1)) if len(f) > 1 else math.nan,
+                    "std_reverse": float(np.std(r, ddof=1)) if len(r) > 1 else math.nan,
+                    "n_items": len(recs),
+                    "n_forward": len(f),
+                    "n_reverse": len(r),
+                    "n_scored": n,
+                    "n_nan": len(recs) - n,
+                    "units": LIKELIHOOD_UNITS,
+                }
+            )
+        return rows
+
     def _dimension_rows(self) -> list[dict[str, Any]]:
+        if self.method == "likelihood":
+            return self._likelihood_rows()
         rows = []
         for dim in self.dimension_names:
             recs = [r for r in self.records if r["dimension"] == dim]
@@ -590,14 +677,21 @@ class QuestionnaireResult:
         the same way, a change of response style (saying "agree" to everything) moves them
         apart. ``scale_mass`` is the mean probability the scale tokens got (logprob method
         only) and ``n_low_mass`` the items where it was below :data:`LOW_MASS`.
+
+        For ``method="likelihood"`` the columns differ: ``contrast`` (``mean_forward -
+        mean_reverse``, the dimension's score, nats/token), ``sem`` (its standard error,
+        ``sqrt(var_f / n_f + var_r / n_r)``), ``mean_forward`` / ``mean_reverse`` (mean item
+        ``logprob`` of each keying), their ``std_*``, counts, and ``units``.
         """
         import pandas as pd
 
         return pd.DataFrame.from_records(self._dimension_rows())
 
     def summary(self) -> dict[str, float]:
-        """``{dimension: mean keyed score}`` (NaN where no item was scored)."""
-        return {row["dimension"]: row["mean"] for row in self._dimension_rows()}
+        """``{dimension: score}``: the mean keyed score (Likert methods) or the forward - reverse
+        contrast (``"likelihood"``, nats/token); NaN where no item was scored."""
+        key = "contrast" if self.method == "likelihood" else "mean"
+        return {row["dimension"]: row[key] for row in self._dimension_rows()}
 
     @property
     def mean_scale_mass(self) -> float:
@@ -610,6 +704,7 @@ class QuestionnaireResult:
         return {
             "questionnaire": self.questionnaire,
             "method": self.method,
+            "units": self.units,
             "scores": {k: _json_num(v) for k, v in self.summary().items()},
             "dimensions": {
                 row["dimension"]: {k: _json_num(v) for k, v in row.items() if k != "dimension"}
@@ -655,6 +750,12 @@ def _steering_context(model: HookedTransformer, steering: Any) -> Iterator[dict 
             yield dict(entered.description)
         else:
             yield {"context": type(ctx).__name__}
+
+
+def _is_mask_plan(steering: Any) -> bool:
+    from .steering import SteeringPlan
+
+    return isinstance(steering, SteeringPlan) and isinstance(steering.positions, Tensor)
 
 
 def _next_token_logits(model: HookedTransformer, batch: ChatBatch) -> Float[Tensor, "batch vocab"]:
@@ -703,6 +804,121 @@ def _score_logprob(
     return out
 
 
+def _expand_cache(cache: Any, n: int) -> Any:
+    """A batch-``n`` copy of a batch-1 KV cache (views; later appends make new tensors)."""
+    from transformer_lens import TransformerLensKeyValueCache
+    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+    return TransformerLensKeyValueCache(
+        entries=[
+            TransformerLensKeyValueCacheEntry(
+                past_keys=e.past_keys.expand(n, -1, -1, -1),
+                past_values=e.past_values.expand(n, -1, -1, -1),
+            )
+            for e in cache.entries
+        ],
+        previous_attention_mask=cache.previous_attention_mask.expand(n, -1),
+    )
+
+
+@torch.inference_mode()
+def _statement_logprobs(
+    model: HookedTransformer,
+    prompt_ids: Sequence[int],
+    statement_ids: Sequence[Sequence[int]],
+    batch_size: int,
+) -> list[Tensor]:
+    """Per-token log-probabilities of each statement as the reply to one prompt.
+
+    A prefill over the prompt (batch 1, no padding) gives the first statement token's
+    distribution and a KV cache; each batch of statements then runs as one continuation forward
+    over that cache, right padded (padding comes after every real token, so nothing attends to
+    it). The last statement token is not fed: its output would predict the end of the turn,
+    which is not scored. Hooks see the prompt as a prefill and the statement tokens as decode
+    positions, exactly as in :func:`personalens.generate`.
+    """
+    from transformer_lens import TransformerLensKeyValueCache
+
+    from .chat import pad_id
+    from .generation import _last_logits
+
+    device = model.cfg.device
+    pad = pad_id(model.tokenizer)
+    prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, 1)
+    first = _last_logits(model, prompt, torch.ones_like(prompt, dtype=torch.bool), cache)
+    first_logp = first.float().log_softmax(dim=-1)[0]
+    out: list[Tensor] = []
+    for start in range(0, len(statement_ids), batch_size):
+        chunk = [list(ids) for ids in statement_ids[start : start + batch_size]]
+        n = len(chunk)
+        width = max(len(ids) for ids in chunk) - 1
+        lp = torch.zeros((n, max(width, 0) + 1), device=device)
+        lp[:, 0] = first_logp[torch.tensor([ids[0] for ids in chunk], device=device)]
+        if width > 0:
+            tokens = torch.full((n, width), pad, dtype=torch.long, device=device)
+            targets = torch.full((n, width), pad, dtype=torch.long, device=device)
+            mask = torch.zeros((n, width), dtype=torch.long, device=device)
+            for i, ids in enumerate(chunk):
+                k = len(ids) - 1
+                tokens[i, :k] = torch.tensor(ids[:-1], dtype=torch.long)
+                targets[i, :k] = torch.tensor(ids[1:], dtype=torch.long)
+                mask[i, :k] = 1
+            logits = model(tokens, attention_mask=mask, past_kv_cache=_expand_cache(cache, n))
+            logp = logits.float().log_softmax(dim=-1)
+            lp[:, 1:] = logp.gather(-1, targets[..., None])[..., 0]
+        out.extend(lp[i, : len(ids)].cpu() for i, ids in enumerate(chunk))
+    return out
+
+
+def _score_likelihood(
+    model: HookedTransformer,
+    q: Questionnaire,
+    prompt: str,
+    system: str | None,
+    batch_size: int,
+) -> list[dict[str, Any]]:
+    from .chat import as_conversation, encode_chat, encode_response
+
+    tokenizer = model.tokenizer
+    prompt_ids = encode_chat(tokenizer, as_conversation(prompt, system))
+    statements = [encode_response(tokenizer, it.text) for it in q.items]
+    longest = len(prompt_ids) + max(len(ids) for ids in statements)
+    if longest > model.cfg.n_ctx:
+        raise PersonaLensError(
+            f"prompt + statement is up to {longest} tokens long, more than the model's context "
+            f"of {model.cfg.n_ctx}; shorten the self-description prompt, system prompt or items"
+        )
+    per_token = _statement_logprobs(model, prompt_ids, statements, batch_size)
+    out = []
+    for lp in per_token:
+        total = float(lp.double().sum())
+        n = int(lp.numel())
+        out.append(
+            {
+                "raw_score": total / n,
+                "logprob": total / n,
+                "sum_logprob": total,
+                "n_tokens": n,
+                "scale_mass": math.nan,
+                "status": "ok",
+            }
+        )
+    return out
+
+
+def _check_likelihood(q: Questionnaire) -> None:
+    for dim in q.dimensions:
+        items = q.items_for(dim)
+        for side, rev in (("forward", False), ("reverse", True)):
+            if not any(it.reverse is rev for it in items):
+                raise PersonaLensError(
+                    f"method='likelihood' scores a dimension as the contrast of its forward- and "
+                    f"reverse-keyed items, but dimension {dim!r} of questionnaire {q.name!r} has "
+                    f"no {side}-keyed item; add one, or use a Likert method"
+                )
+
+
 def _generate_replies(
     model: HookedTransformer,
     prompts: list[str],
@@ -746,6 +962,7 @@ def score_questionnaire(
     min_mass: float = 0.0,
     max_new_tokens: int = 32,
     judge: Any = None,
+    self_description_prompt: str | None = None,
 ) -> QuestionnaireResult:
     """Have the model answer every item and score it (see the module docstring).
 
@@ -757,13 +974,19 @@ def score_questionnaire(
             ``with pl.steer(...):`` applies too, but is not recorded in the result.)
         system: system prompt for every item (default: none, i.e. the chat template's own).
         method: ``"logprob"`` (next-token distribution over the scale's answer tokens, no
-            judge), ``"generate"`` (greedy reply parsed by :func:`parse_answer`) or ``"judge"``
-            (greedy reply rated 0-100 by an LLM judge, mapped onto the scale).
+            judge), ``"generate"`` (greedy reply parsed by :func:`parse_answer`), ``"judge"``
+            (greedy reply rated 0-100 by an LLM judge, mapped onto the scale) or
+            ``"likelihood"`` (mean log-probability of each statement as the model's reply to
+            ``self_description_prompt``; dimension score = forward - reverse contrast in
+            nats/token, not on the scale; see the module docstring for what is steered).
         batch_size: items per forward pass / generation batch.
         min_mass: logprob only: items whose scale tokens got less probability are NaN.
         max_new_tokens: reply length for ``"generate"`` and ``"judge"``.
         judge: for ``"judge"``: an object with ``score_prompts`` (an
             :class:`~personalens.openai_api.OpenAIJudge`) or ``"openai"``/``"auto"``.
+        self_description_prompt: for ``"likelihood"``: the user message the statements answer
+            (default: the questionnaire's ``self_description_prompt``, else
+            :data:`SELF_DESCRIPTION_PROMPT`).
     """
     q = load_questionnaire(questionnaire)
     if method not in METHODS:
@@ -777,11 +1000,29 @@ def score_questionnaire(
     judge_obj = _resolve_judge(judge) if method == "judge" else None
     if method == "logprob":
         answer_token_ids(model.tokenizer, q.scale)  # fail before any forward pass
+    self_prompt = q.self_description_prompt
+    if method == "likelihood":
+        _check_likelihood(q)
+        if self_description_prompt is not None:
+            if not isinstance(self_description_prompt, str) or not self_description_prompt.strip():
+                raise PersonaLensError(
+                    f"self_description_prompt must be a non-empty string, got "
+                    f"{self_description_prompt!r}"
+                )
+            self_prompt = self_description_prompt
+        if _is_mask_plan(steering):
+            raise PersonaLensError(
+                "method='likelihood' steers by named positions ('response', 'prompt', 'all'): "
+                "the statement is scored as a prefill plus a continuation, so a [batch, pos] "
+                "positions mask has no single forward to apply to"
+            )
     prompts = [q.prompt(it) for it in q.items]
 
     with _steering_context(model, steering) as steering_desc:
         if method == "logprob":
             scored = _score_logprob(model, q, prompts, system, batch_size, min_mass)
+        elif method == "likelihood":
+            scored = _score_likelihood(model, q, self_prompt, system, batch_size)
         else:
             replies = _generate_replies(model, prompts, system, batch_size, max_new_tokens)
     if method == "generate":
@@ -819,6 +1060,7 @@ def score_questionnaire(
     records = []
     for it, rec in zip(q.items, scored):
         raw = rec.pop("raw_score")
+        keyed = it.reverse and method != "likelihood"  # likelihood: keyed by the contrast
         records.append(
             {
                 "id": it.id,
@@ -826,13 +1068,16 @@ def score_questionnaire(
                 "reverse": it.reverse,
                 "text": it.text,
                 "raw_score": raw,
-                "score": q.scale.reverse(raw) if it.reverse else raw,
+                "score": q.scale.reverse(raw) if keyed else raw,
                 **rec,
             }
         )
     settings: dict[str, Any] = {
         "model": model.cfg.model_name,
         "method": method,
+        "units": LIKELIHOOD_UNITS
+        if method == "likelihood"
+        else f"likert {q.scale.min}-{q.scale.max}",
         "system": system,
         "steering": steering_desc,
         "n_items": len(q.items),
@@ -845,6 +1090,9 @@ def score_questionnaire(
             for a, ids in zip(q.scale.answers, answer_token_ids(model.tokenizer, q.scale))
         }
         settings["min_mass"] = min_mass
+        settings["batch_size"] = batch_size
+    elif method == "likelihood":
+        settings["self_description_prompt"] = self_prompt
         settings["batch_size"] = batch_size
     else:
         settings["max_new_tokens"] = max_new_tokens
@@ -868,6 +1116,7 @@ __all__ = [
     "QuestionnaireFileError",
     "QuestionnaireItem",
     "QuestionnaireResult",
+    "SELF_DESCRIPTION_PROMPT",
     "answer_distribution",
     "answer_token_ids",
     "expected_scores",

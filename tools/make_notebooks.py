@@ -619,6 +619,119 @@ def finetuning() -> nbf.NotebookNode:
     return _notebook(cells)
 
 
+def big_five() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 06 · Big Five control\n\n"
+            "The ten shipped Big Five pole traits (`inventive`/`consistent` for openness, `dependable`/`careless`, "
+            "`outgoing`/`solitary`, `compassionate`/`self-interested`, `nervous`/`calm`) and the experiments of "
+            "PERSONA at 135M parameters: a questionnaire score under steering, the orthogonality of the pole vectors, "
+            "scalar multiplication (score vs coefficient, with a linear fit) and addition of two trait vectors; then a "
+            "dynamically steered conversation. Everything runs offline on the persona vectors shipped with personalens "
+            "for the embedded model (`pl.list_shipped_vectors()`; make more with `personalens extract --trait T`)."
+        ),
+        code(
+            "import pandas as pd\n\n"
+            "import personalens as pl\n\n"
+            "model = pl.load_model()\n"
+            "shipped = pl.list_shipped_vectors()\n"
+            "poles = [t for t in pl.BIG_FIVE_POLES if t in shipped]  # in OCEAN order\n"
+            "names = poles + [t for t in shipped if t not in poles]\n"
+            "vectors = {t: pl.shipped_vector(t) for t in names}\n"
+            'pd.DataFrame([{"trait": t, "dimension": pl.BIG_FIVE_POLES.get(t, ("-", 0))[0], "pole": {1: "high", -1: "low", 0: "-"}[pl.BIG_FIVE_POLES.get(t, ("-", 0))[1]],\n'
+            '               "best layer (AUC)": v.metadata["best_layer"]} for t, v in vectors.items()])'
+        ),
+        md(
+            "## The Likert questionnaire at 135M\n"
+            '`score_questionnaire` (default `method="logprob"`) shows each item of the shipped Big Five questionnaire '
+            "(50 statements, 5 forward- and 5 reverse-keyed per dimension) with a 1-5 agreement scale and reads the "
+            "next-token probabilities of the answers `1`-`5`. To keep this notebook quick we score 2 + 2 items per "
+            "dimension (ids 1, 2 forward; 6, 7 reverse); the full questionnaire behaves the same."
+        ),
+        code(
+            "from dataclasses import replace\n\n"
+            'big_five = pl.load_questionnaire("big_five")\n'
+            "short = replace(big_five, items=tuple(it for it in big_five.items if int(it.id[1:]) in (1, 2, 6, 7)))\n"
+            "likert = pl.score_questionnaire(model, short)\n"
+            'likert.dimensions()[["dimension", "mean", "mean_forward", "mean_reverse", "scale_mass"]].round(3)'
+        ),
+        md(
+            "At this scale the answer does not depend on the item: SmolLM2-135M gives nearly the same distribution over "
+            "`1`-`5` to every statement, so a forward-keyed item and its reverse-keyed opposite get the same raw answer "
+            "and the keyed dimension means sit at about 3.0 (the midpoint). Steering moves the answers of all items "
+            "together (and drains probability from the scale tokens), so the dimension means stay at ~3.0-3.05 for any "
+            "coefficient: the Likert logprob score cannot show a dimension-specific change here.\n\n"
+            "## Self-description likelihood\n"
+            '`method="likelihood"` reads the item\'s content instead: each statement is the model\'s reply to *"Describe '
+            "your personality in one sentence.\"*, scored by its mean log-probability per token. A dimension's score is "
+            "the **contrast** forward-keyed minus reverse-keyed items, in nats/token (not on the Likert scale): how much "
+            "more readily the model describes itself with the trait than with its opposite. What matters is how it "
+            "changes under steering."
+        ),
+        code(
+            'lik = pl.score_questionnaire(model, "big_five", method="likelihood")\n'
+            "print(lik.units)\n"
+            'lik.dimensions()[["dimension", "contrast", "sem", "mean_forward", "mean_reverse"]].round(3)'
+        ),
+        md(
+            "## Orthogonality of the pole vectors\n"
+            "Cosine similarities, computed separately at every layer (the slider scrubs through layers). The two poles "
+            "of one dimension are separate extractions, not each other's negative."
+        ),
+        code(
+            "LAYER = 15  # a mid layer: where steering works best at this size\n"
+            "cm = pl.cosine_matrix(list(vectors.values()), names=names)\n"
+            'print(f"mean |cos| off the diagonal at layer {LAYER}: {float(cm.mean_abs_offdiag()[LAYER]):.3f}")\n'
+            "pl.plot_cosine_matrix(cm, layer=LAYER)"
+        ),
+        md(
+            "## Scalar multiplication\n"
+            'Steer along `outgoing` at layer 15 with `coeff_scale="resid"` (`coeff=0.1` adds a tenth of a typical '
+            "residual norm) at all positions, and score the questionnaire at each coefficient. The unsteered result "
+            "above is reused as coefficient 0. `fit()` is an ordinary least-squares line per dimension."
+        ),
+        code(
+            "norms = pl.residual_norms(model)\n"
+            'sweep = pl.scalar_sweep(model, vectors["outgoing"], [-0.1, 0.1], layers=LAYER, baseline=lik, resid_norms=norms)\n'
+            "print(sweep.table().round(3))\n"
+            'sweep.fit()[["dimension", "slope", "r2", "is_target", "as_expected"]].round(3)'
+        ),
+        code("pl.plot_scalar_sweep(sweep)"),
+        md(
+            "The target dimension (extraversion) moves in the steered direction; the other dimensions move too "
+            "(spill-over). "
+            "`experiments/ocean_algebra.py` runs this for all ten poles.\n\n"
+            "## Adding two trait vectors\n"
+            "Steer along `outgoing`, `compassionate`, their sum and their difference at one coefficient and compare the "
+            "observed changes with `Δ(outgoing) ± Δ(compassionate)`. The vectors are added after the `resid` "
+            "normalisation, so the edit of the sum is exactly the sum of the two edits."
+        ),
+        code(
+            'add = pl.additive_test(model, vectors["outgoing"], vectors["compassionate"], 0.1, layers=LAYER, baseline=lik, resid_norms=norms)\n'
+            "add.summary().round(3)"
+        ),
+        code("pl.plot_additive_test(add)"),
+        md(
+            "## Dynamic steering in a conversation\n"
+            "`DynamicSteerer` measures, before each reply, where the conversation has put the model along each vector "
+            "(the last-prompt-token projection, as a z-score against neutral prompts) and steers towards a target "
+            "persona: here more outgoing and a bit more compassionate, at most 0.1 of the residual norm."
+        ),
+        code(
+            "steerer = pl.DynamicSteerer(\n"
+            '    model, {"outgoing": vectors["outgoing"], "compassionate": vectors["compassionate"]}, layers=LAYER,\n'
+            '    target={"outgoing": 1.0, "compassionate": 0.5}, max_coeff=0.1, coeff_scale="resid",\n'
+            "    generation=pl.GenerationConfig(max_new_tokens=24),\n"
+            ")\n"
+            'chat = steerer.chat(["Any plans for the weekend?", "Should I go to my friend\'s party tonight?"])\n'
+            'pd.set_option("display.max_colwidth", 200)\n'
+            'chat.to_frame()[["turn", "user", "reply", "z_outgoing", "coeff_outgoing", "coeff_compassionate"]].round(3)'
+        ),
+    ]
+    return _notebook(cells)
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
@@ -628,6 +741,7 @@ def main() -> None:
     nbf.write(layer_sweep_and_monitoring(), out / "03_layer_sweep_and_monitoring.ipynb")
     nbf.write(sae_decomposition(), out / "04_sae_decomposition.ipynb")
     nbf.write(finetuning(), out / "05_finetuning_shift.ipynb")
+    nbf.write(big_five(), out / "06_big_five.ipynb")
 
 
 if __name__ == "__main__":

@@ -82,3 +82,75 @@ def test_save_html_is_self_contained(cm, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["ocean.html"]  # no temp file left behind
     save_html(plot_cosine_by_layer(cm), path)  # overwrites atomically
     assert "Cosine similarity by layer" in path.read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- Big Five control
+
+
+def _sweep():
+    from personalens.ocean import ScalarSweepResult
+
+    dims = ("extraversion", "agreeableness")
+    records = []
+    for c in (-0.1, 0.0, 0.1):
+        for dim, slope in zip(dims, (2.0, 0.5)):
+            records.append(
+                {"trait": "outgoing", "coeff": c, "dimension": dim, "score": 1 + slope * c,
+                 "sem": 0.3, "delta": slope * c, "delta_sem": 0.01, "is_target": dim == dims[0]}
+            )  # fmt: skip
+    return ScalarSweepResult(
+        trait="outgoing", target="extraversion", sign=1, coeffs=(-0.1, 0.0, 0.1),
+        dimensions=dims, method="likelihood", units="nats/token", records=tuple(records),
+        settings={"layers": [15], "coeff_scale": "resid"},
+    )  # fmt: skip
+
+
+def test_plot_scalar_sweep_fits_and_highlights_the_target():
+    from personalens.plotting import plot_scalar_sweep
+
+    fig = plot_scalar_sweep(_sweep())
+    assert isinstance(fig, go.Figure)
+    points = [t for t in fig.data if t.mode == "markers"]
+    lines = [t for t in fig.data if t.mode == "lines"]
+    assert len(points) == 2 and len(lines) == 2
+    assert "extraversion (target): slope +2, R² 1.00" in points[0].name
+    assert list(points[0].y) == pytest.approx([-0.2, 0.0, 0.2])
+    assert list(lines[0].y) == pytest.approx([-0.2, 0.0, 0.2])
+    assert lines[0].line.width > lines[1].line.width
+    assert "layer 15" in fig.layout.title.text and "nats/token" in fig.layout.yaxis.title.text
+    score = plot_scalar_sweep(_sweep(), value="score")
+    assert list(score.data[0].y) == pytest.approx([0.8, 1.0, 1.2])
+    with pytest.raises(ValueError, match="value"):
+        plot_scalar_sweep(_sweep(), value="slope")
+
+
+def test_plot_additive_test_predicted_vs_observed():
+    from personalens.ocean import AdditiveTestResult
+    from personalens.plotting import plot_additive_test
+
+    dims = ("extraversion", "agreeableness")
+    obs = {
+        "a": {"extraversion": 0.2, "agreeableness": 0.1},
+        "b": {"extraversion": 0.1, "agreeableness": 0.3},
+        "a+b": {"extraversion": 0.25, "agreeableness": 0.35},
+        "a-b": {"extraversion": 0.05, "agreeableness": -0.15},
+    }
+    pred = {
+        "a+b": {"extraversion": 0.3, "agreeableness": 0.4},
+        "a-b": {"extraversion": 0.1, "agreeableness": -0.2},
+    }
+    sem = {k: {d: 0.01 for d in dims} for k in obs}
+    res = AdditiveTestResult(
+        a="outgoing", b="compassionate", coeff=0.1, dimensions=dims, method="likelihood",
+        units="nats/token", observed=obs, sem=sem, predicted=pred,
+        settings={"coeff_scale": "resid"},
+    )  # fmt: skip
+    fig = plot_additive_test(res)
+    sums = [t for t in fig.data if t.name == "outgoing + compassionate"]
+    assert len(sums) == 1 and list(sums[0].x) == pytest.approx([0.3, 0.4])
+    assert list(sums[0].y) == pytest.approx([0.25, 0.35]) and list(sums[0].text) == list(dims)
+    identity = [t for t in fig.data if t.name == "observed = predicted"][0]
+    assert list(identity.x) == list(identity.y)
+    assert len(plot_additive_test([res, res]).data) == 5
+    with pytest.raises(ValueError, match="at least one"):
+        plot_additive_test([])

@@ -514,3 +514,194 @@ def test_cli_prints_one_json_object(capsys, tiny_hf_dir, cli_files):
     assert code == 2 and "--coeff" in err
     code, _, err = _cli(capsys, "questionnaire", "--name", "nope", "--model", str(tiny_hf_dir))
     assert code == 2 and "unknown questionnaire 'nope'" in err
+
+
+# ----------------------------------------------------------------------------- likelihood
+
+
+def _manual_logprobs(model, prompt, statement, system=None, mask=None, steer_kw=None):
+    """Per-token log-probs of ``statement`` as the reply: one plain forward, no cache/padding."""
+    from personalens.chat import as_conversation, encode_chat, encode_response
+
+    p = encode_chat(model.tokenizer, as_conversation(prompt, system))
+    s = encode_response(model.tokenizer, statement)
+    tokens = torch.tensor([p + s])
+    ctx = pl.steer(model, positions=mask, **steer_kw) if steer_kw else _null()
+    with torch.no_grad(), ctx:
+        logp = model(tokens)[0].float().log_softmax(-1)
+    return torch.stack([logp[len(p) - 1 + j, s[j]] for j in range(len(s))])
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_likelihood_item_logprob_equals_a_manual_forward(tiny_model):
+    q = parse_questionnaire(small(self_description_prompt="Who are you?"))
+    assert q.self_description_prompt == "Who are you?"
+    assert parse_questionnaire(q.to_dict()).self_description_prompt == "Who are you?"
+    res = score_questionnaire(tiny_model, q, method="likelihood", batch_size=2)
+    df = res.to_frame().set_index("id")
+    for it in q.items:
+        lp = _manual_logprobs(tiny_model, "Who are you?", it.text)
+        assert df.loc[it.id, "logprob"] == pytest.approx(float(lp.mean()), abs=1e-4)
+        assert df.loc[it.id, "sum_logprob"] == pytest.approx(float(lp.sum()), abs=1e-3)
+        assert df.loc[it.id, "n_tokens"] == len(lp)
+        assert df.loc[it.id, "score"] == df.loc[it.id, "logprob"]  # not reverse keyed
+    assert res.settings["self_description_prompt"] == "Who are you?"
+    assert res.units == "nats/token" and res.settings["units"] == "nats/token"
+    # the default prompt, an explicit argument, and a system prompt
+    default = score_questionnaire(tiny_model, parse_questionnaire(SMALL), method="likelihood")
+    assert default.settings["self_description_prompt"] == qmod.SELF_DESCRIPTION_PROMPT
+    arg = score_questionnaire(
+        tiny_model, q, method="likelihood", self_description_prompt="Hi?", system="Be brief."
+    )
+    lp = _manual_logprobs(tiny_model, "Hi?", "I am kind.", system="Be brief.")
+    assert arg.to_frame().loc[0, "logprob"] == pytest.approx(float(lp.mean()), abs=1e-4)
+
+
+def test_likelihood_is_batch_invariant(tiny_model):
+    q = parse_questionnaire(SMALL)  # statements of 7 to 10 tokens: padded in a batch
+    runs = [
+        score_questionnaire(tiny_model, q, method="likelihood", batch_size=b).to_frame()
+        for b in (1, 2, 5)
+    ]
+    for other in runs[1:]:
+        assert np.allclose(other["logprob"], runs[0]["logprob"], atol=1e-5)
+
+
+def test_likelihood_contrast_arithmetic_on_planted_logprobs(tiny_model, monkeypatch):
+    planted = {  # statement -> per-token log-probs
+        "I am kind.": [-1.0, -3.0],  # mean -2
+        "I am cold.": [-4.0],  # reverse, -4
+        "I help.": [-1.0, -1.0, -1.0, -1.0],  # -1
+        "I am calm.": [-0.5, -1.5],  # -1
+        "I panic.": [-2.0, -3.0, -4.0],  # reverse, -3
+    }
+    seen = {}
+
+    def fake(model, prompt_ids, statement_ids, batch_size):
+        texts = [model.tokenizer.decode(ids) for ids in statement_ids]
+        seen["texts"] = texts
+        return [torch.tensor(planted[t]) for t in texts]
+
+    monkeypatch.setattr(qmod, "_statement_logprobs", fake)
+    res = score_questionnaire(tiny_model, parse_questionnaire(SMALL), method="likelihood")
+    assert seen["texts"] == list(planted)
+    df = res.to_frame().set_index("id")
+    assert df["logprob"].tolist() == [-2.0, -4.0, -1.0, -1.0, -3.0]
+    assert df["n_tokens"].tolist() == [2, 1, 4, 2, 3]
+    assert df.loc["w2", "raw_score"] == df.loc["w2", "score"] == -4.0
+    dims = res.dimensions().set_index("dimension")
+    assert dims.loc["warmth", "mean_forward"] == pytest.approx(-1.5)
+    assert dims.loc["warmth", "mean_reverse"] == pytest.approx(-4.0)
+    assert dims.loc["warmth", "contrast"] == pytest.approx(2.5)
+    assert dims.loc["calm", "contrast"] == pytest.approx(2.0)
+    assert math.isnan(dims.loc["warmth", "sem"])  # one reverse item: no variance
+    assert dims.loc["warmth", "n_forward"] == 2 and dims.loc["warmth", "n_reverse"] == 1
+    assert (dims["units"] == "nats/token").all()
+    assert res.summary() == pytest.approx({"warmth": 2.5, "calm": 2.0})
+    d = res.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["units"] == "nats/token" and d["scores"]["warmth"] == pytest.approx(2.5)
+    assert math.isnan(res.mean_scale_mass)
+
+
+def test_likelihood_contrast_sem(tiny_model, monkeypatch):
+    items = [
+        {"id": f"i{k}", "text": f"I am {k}.", "dimension": "warmth", "reverse": k >= 3}
+        for k in range(6)
+    ]
+    q = parse_questionnaire(small(dimensions=["warmth"], items=items))
+    values = {f"I am {k}.": v for k, v in enumerate([-1.0, -2.0, -4.0, -3.0, -5.0, -6.0])}
+    monkeypatch.setattr(
+        qmod,
+        "_statement_logprobs",
+        lambda m, p, ids, b: [torch.tensor([values[m.tokenizer.decode(i)]]) for i in ids],
+    )
+    dims = score_questionnaire(tiny_model, q, method="likelihood").dimensions().iloc[0]
+    f, r = np.array([-1.0, -2.0, -4.0]), np.array([-3.0, -5.0, -6.0])
+    assert dims["contrast"] == pytest.approx(f.mean() - r.mean())
+    want = math.sqrt(f.var(ddof=1) / 3 + r.var(ddof=1) / 3)
+    assert dims["sem"] == pytest.approx(want)
+
+
+def test_likelihood_steering_zero_equals_unsteered_and_positions(tiny_model):
+    q = parse_questionnaire(SMALL)
+    base = score_questionnaire(tiny_model, q, method="likelihood", batch_size=3)
+    g = torch.Generator().manual_seed(3)
+    vec = PersonaVector(directions=torch.randn(3, 32, generator=g), model="tiny-random", trait="w")
+    with pl.steer(tiny_model, vec, coeff=0.0, layers=[1], positions="all"):
+        zero = score_questionnaire(tiny_model, q, method="likelihood", batch_size=3)
+    assert zero.to_frame()["logprob"].tolist() == base.to_frame()["logprob"].tolist()
+    with pl.steer(tiny_model, vec, coeff=0.0, layers=[1]) as plan0:
+        pass
+    via_plan0 = score_questionnaire(tiny_model, q, method="likelihood", steering=plan0)
+    assert np.allclose(via_plan0.to_frame()["logprob"], base.to_frame()["logprob"], atol=1e-6)
+
+    kw = {"vector": vec, "coeff": 6.0, "layers": [1]}
+    tok = tiny_model.tokenizer
+    from personalens.chat import tokenize_pairs
+
+    for positions in ("response", "prompt", "all"):
+        with pl.steer(tiny_model, positions=positions, **kw) as plan:
+            outer = score_questionnaire(tiny_model, q, method="likelihood", batch_size=2)
+        inner = score_questionnaire(tiny_model, q, method="likelihood", steering=plan)
+        lp_outer, lp_inner = outer.to_frame()["logprob"], inner.to_frame()["logprob"]
+        assert np.allclose(lp_outer, lp_inner, atol=1e-5)
+        assert not np.allclose(lp_outer, base.to_frame()["logprob"], atol=1e-3)
+        assert inner.settings["steering"]["positions"] == positions
+        # equals one teacher-forced forward steered at the matching mask (10 and 7 tokens)
+        for k, it in [(0, q.items[0]), (2, q.items[2])]:
+            batch = tokenize_pairs(tok, [qmod.SELF_DESCRIPTION_PROMPT], [it.text])
+            mask = {
+                "response": pl.response_positions(batch),
+                "prompt": batch.prompt_mask,
+                "all": batch.attention_mask,
+            }[positions]
+            manual = _manual_logprobs(
+                tiny_model, qmod.SELF_DESCRIPTION_PROMPT, it.text, mask=mask, steer_kw=kw
+            )
+            assert lp_outer[k] == pytest.approx(float(manual.mean()), abs=1e-4), (positions, k)
+    assert not any(h.fwd_hooks for h in tiny_model.hook_dict.values())
+
+
+def test_likelihood_bad_input(tiny_model):
+    one_sided = small(
+        items=[it for it in SMALL["items"] if not (it["dimension"] == "calm" and it["reverse"])]
+    )
+    with pytest.raises(pl.PersonaLensError, match="'calm'.*no reverse-keyed item"):
+        score_questionnaire(tiny_model, parse_questionnaire(one_sided), method="likelihood")
+    q = parse_questionnaire(SMALL)
+    with pytest.raises(pl.PersonaLensError, match="self_description_prompt must be"):
+        score_questionnaire(tiny_model, q, method="likelihood", self_description_prompt=" ")
+    with pytest.raises(QuestionnaireFileError, match="self_description_prompt"):
+        parse_questionnaire(small(self_description_prompt=""))
+    vec = PersonaVector(directions=torch.ones(3, 32), model="tiny-random", trait="w")
+    mask = torch.ones((1, 4), dtype=torch.bool)
+    with pl.steer(tiny_model, vec, coeff=1.0, layers=[1], positions=mask) as plan:
+        pass
+    with pytest.raises(pl.PersonaLensError, match="named positions"):
+        score_questionnaire(tiny_model, q, method="likelihood", steering=plan)
+    with pytest.raises(pl.PersonaLensError, match="context of 256"):
+        score_questionnaire(
+            tiny_model, q, method="likelihood", self_description_prompt="x" * 300
+        )
+
+
+def test_cli_likelihood(capsys, tiny_hf_dir, cli_files):
+    qfile, _ = cli_files
+    code, out, err = _cli(
+        capsys, "questionnaire", "--model", str(tiny_hf_dir), "--file", str(qfile),
+        "--method", "likelihood",
+    )  # fmt: skip
+    assert code == 0, err
+    obj = json.loads(out)
+    assert obj["_meta"]["method"] == "likelihood" and obj["_meta"]["units"] == "nats/token"
+    assert all(isinstance(obj[d], float) for d in BIG_FIVE)
+    assert obj["_stats"]["openness"]["n_forward"] == 1
+    assert obj["_stats"]["openness"]["contrast"] == obj["openness"]
