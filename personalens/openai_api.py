@@ -124,7 +124,17 @@ class APIConfig:
         cls, base_url: str | None = None, model: str | None = None, **overrides: Any
     ) -> APIConfig:
         """A config from arguments, else ``PERSONALENS_JUDGE_BASE_URL`` / ``OPENAI_BASE_URL`` and
-        ``PERSONALENS_JUDGE_MODEL``, else the official API and ``gpt-4.1-mini``."""
+        ``PERSONALENS_JUDGE_MODEL``, else the official API and ``gpt-4.1-mini``.
+        ``PERSONALENS_JUDGE_MAX_RETRIES`` sets ``max_retries`` (e.g. 0 or 1 to fail fast when
+        the server is down) unless it is passed here."""
+        retries = os.environ.get("PERSONALENS_JUDGE_MAX_RETRIES", "").strip()
+        if retries and "max_retries" not in overrides:
+            if not retries.isdigit():
+                raise JudgeError(
+                    f"PERSONALENS_JUDGE_MAX_RETRIES={retries!r} is not a whole number >= 0; "
+                    "set it to e.g. 2, or unset it for the default of 6"
+                )
+            overrides["max_retries"] = int(retries)
         base_url = (
             base_url
             or os.environ.get("PERSONALENS_JUDGE_BASE_URL")

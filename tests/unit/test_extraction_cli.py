@@ -229,9 +229,11 @@ def test_unreachable_judge_fails_before_generating(tiny_hf_dir, trait_file, tmp_
          "--trait-file", str(trait_file), "--out", str(out), "--judge", "openai",
          "--judge-base-url", f"http://127.0.0.1:{port}/v1", "--judge-model", "judge"],
         capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "PERSONALENS_CACHE": str(tmp_path / "cache")},
+        env={**__import__("os").environ, "PERSONALENS_CACHE": str(tmp_path / "cache"),
+             "PERSONALENS_JUDGE_MAX_RETRIES": "1"},  # fail fast: one retry, 0.5 s back-off
     )  # fmt: skip
     assert res.returncode == 2, res.stderr[-2000:]
+    assert "after 2 attempts" in res.stderr
     assert (
         f"judge unreachable at http://127.0.0.1:{port}" in res.stderr
         and "Traceback" not in res.stderr

@@ -414,6 +414,16 @@ def test_from_env_precedence(monkeypatch):
     assert (cfg.base_url, cfg.model) == ("http://c:1/v1", "judge-y")
 
 
+def test_max_retries_from_env(monkeypatch):
+    assert APIConfig.from_env().max_retries == 6
+    monkeypatch.setenv("PERSONALENS_JUDGE_MAX_RETRIES", "1")
+    assert APIConfig.from_env().max_retries == 1
+    assert APIConfig.from_env(max_retries=3).max_retries == 3  # an argument wins
+    monkeypatch.setenv("PERSONALENS_JUDGE_MAX_RETRIES", "many")
+    with pytest.raises(JudgeError, match="PERSONALENS_JUDGE_MAX_RETRIES='many'"):
+        APIConfig.from_env()
+
+
 def test_default_cache_path_is_under_the_personalens_cache(tmp_path):
     assert APIConfig().cache_path == str(tmp_path / "plcache" / "judge_cache.sqlite")
 
