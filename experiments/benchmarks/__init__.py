@@ -1,0 +1,1 @@
+"""`make bench`: personalens's throughput side by side with the references (see README.md here)."""
