@@ -28,6 +28,7 @@ _EXPORTS = {
     "GenerationConfig": "personalens.generation",
     "GenerationResult": "personalens.generation",
     "generate_samples": "personalens.generation",
+    "hf_view": "personalens.hf_backend",
     "PersonaVector": "personalens.vector",
     "normalize": "personalens.algebra",
     "project_out": "personalens.algebra",
@@ -226,6 +227,7 @@ __all__ = [
     "extract_persona_vector",
     "generate_samples",
     "gram_schmidt",
+    "hf_view",
     "import_control_vector",
     "list_traits",
     "load_trait",
@@ -279,6 +281,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
     from .finetune import FinetuneResult, finetune, load_finetuned
     from .generation import GenerationConfig, GenerationResult, generate, generate_samples
+    from .hf_backend import hf_view
     from .judge import make_judge
     from .layerwise import LayerSweepResult, layer_sweep
     from .models import EMBEDDED_MODEL_NAME, load_model, model_info

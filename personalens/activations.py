@@ -3,7 +3,9 @@
 One batched forward per batch; a hook on each ``blocks.L.hook_resid_post`` immediately reduces
 the ``[batch, pos, d_model]`` activation to three per-sample vectors and drops it, so memory is
 O(batch x pos x d_model) for the pass plus O(n_layers x d_model) per sample kept, never a full
-all-layer cache. The unembedding is skipped (``stop_at_layer``).
+all-layer cache. The unembedding is skipped (``stop_at_layer``). ``backend="hf"`` runs the same
+hooks on a Hugging Face model sharing the weights (:mod:`personalens.hf_backend`; faster, SDPA
+attention), with any personalens steering applied exactly as on TransformerLens.
 
 Variants (all exclude the sequence's first token, whose residual norm is an outlier by orders
 of magnitude in many models, e.g. ~25,000 vs ~100-600 in SmolLM2):
@@ -92,8 +94,13 @@ def summarize_batch(
     prompt_ids: Sequence[Sequence[int]],
     response_ids: Sequence[Sequence[int]],
     layers: Sequence[int],
+    *,
+    backend: str = "tl",
 ) -> ActivationSet:
-    """Summaries for one batch of tokenised (prompt, response) pairs."""
+    """Summaries for one batch of tokenised (prompt, response) pairs (``backend``: "tl"/"hf")."""
+    from .hf_backend import check_backend, run_with_layer_hooks
+
+    check_backend(backend)
     device = model.cfg.device
     batch = batch_from_ids(prompt_ids, response_ids, pad_id(model.tokenizer), device)
     n, width = batch.tokens.shape
@@ -107,13 +114,16 @@ def summarize_batch(
     }
     d = model.cfg.d_model
     store = {v: torch.zeros((n, len(layers), d), device=device) for v in VARIANTS}
-    hooks = [(hook_name(L), _reduce_hook(i, store, masks)) for i, L in enumerate(layers)]
-    with model.hooks(fwd_hooks=hooks):
-        model(
-            batch.tokens,
-            attention_mask=batch.attention_mask.long(),
-            stop_at_layer=max(layers) + 1,
-        )
+    hooks = [(L, _reduce_hook(i, store, masks)) for i, L in enumerate(layers)]
+    if backend == "hf":
+        run_with_layer_hooks(model, batch.tokens, batch.attention_mask, hooks)
+    else:
+        with model.hooks(fwd_hooks=[(hook_name(L), fn) for L, fn in hooks]):
+            model(
+                batch.tokens,
+                attention_mask=batch.attention_mask.long(),
+                stop_at_layer=max(layers) + 1,
+            )
     return ActivationSet(*(store[v].cpu() for v in VARIANTS), layers=tuple(layers))
 
 
@@ -126,11 +136,13 @@ def collect_activations(
     layers: Sequence[int] | None = None,
     batch_size: int = 16,
     progress: bool | None = None,
+    backend: str = "tl",
 ) -> ActivationSet:
     """Residual summaries at every layer (or ``layers``) for each (prompt, response) pair.
 
     ``responses`` may be text or token ids (ids are used verbatim, so generated tokens are
-    not re-tokenised). Returns an :class:`ActivationSet` in input order.
+    not re-tokenised). ``backend="hf"`` runs the forwards on a Hugging Face model sharing the
+    weights (see :mod:`personalens.hf_backend`). Returns an :class:`ActivationSet` in input order.
     """
     if len(prompts) != len(responses):
         raise PersonaLensError(
@@ -165,7 +177,13 @@ def collect_activations(
     try:
         for chunk in chunks:
             parts.append(
-                summarize_batch(model, [p_ids[i] for i in chunk], [r_ids[i] for i in chunk], layers)
+                summarize_batch(
+                    model,
+                    [p_ids[i] for i in chunk],
+                    [r_ids[i] for i in chunk],
+                    layers,
+                    backend=backend,
+                )
             )
             positions.extend(chunk)
             if bar is not None:

@@ -39,6 +39,7 @@ from .activations import VARIANTS, ActivationSet, summarize_batch
 from .chat import as_conversation, encode_chat
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate_samples
+from .hf_backend import check_backend
 from .judge import Judge, JudgeItem, judge_records
 from .metrics import roc_auc
 
@@ -152,6 +153,8 @@ def generate_responses(
     config: ExtractionConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    *,
+    backend: str = "tl",
 ) -> list[dict[str, Any]]:
     """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl."""
     path = Path(run_dir) / "responses.jsonl" if run_dir else None
@@ -159,7 +162,9 @@ def generate_responses(
 
     def process(chunk: list[Job]) -> list[dict[str, Any]]:
         conversations = [as_conversation(j.question, j.system) for j in chunk]
-        res = generate_samples(model, conversations, [j.sample for j in chunk], gen_cfg)
+        res = generate_samples(
+            model, conversations, [j.sample for j in chunk], gen_cfg, backend=backend
+        )
         return [
             {
                 **asdict(j),
@@ -281,6 +286,8 @@ def collect_run_activations(
     config: ExtractionConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    *,
+    backend: str = "tl",
 ) -> dict[str, ActivationSet]:
     """Summaries for each record (by key), in fixed chunks saved as atomic safetensors shards.
 
@@ -317,7 +324,7 @@ def collect_run_activations(
                     encode_chat(tok, as_conversation(r["question"], r["system"])) for r in chunk
                 ]
                 r_ids = [r["response_tokens"] for r in chunk]
-                acts = summarize_batch(model, p_ids, r_ids, layers)
+                acts = summarize_batch(model, p_ids, r_ids, layers, backend=backend)
                 if shard is not None:
                     payload = safetensors_bytes(
                         acts.to_tensors(), metadata={"keys": json.dumps(keys)}
@@ -497,8 +504,15 @@ def run_extraction(
     config: ExtractionConfig | None = None,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    *,
+    backend: str = "tl",
 ) -> ExtractionResult:
-    """All stages; with ``run_dir`` the run is resumable and writes its artifacts there."""
+    """All stages; with ``run_dir`` the run is resumable and writes its artifacts there.
+
+    ``backend="hf"`` generates and collects activations on a Hugging Face model sharing the
+    weights (faster; :mod:`personalens.hf_backend`); it is not part of the run's identity.
+    """
+    check_backend(backend)
     config = config or ExtractionConfig()
     run = Path(run_dir) if run_dir else None
     model_name = model.cfg.model_name
@@ -524,7 +538,7 @@ def run_extraction(
     judge.score_trait(trait, probe)
 
     t0 = time.perf_counter()
-    records = generate_responses(model, jobs, config, run, progress)
+    records = generate_responses(model, jobs, config, run, progress, backend=backend)
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     scores = judge_responses(records, trait, judge, config, run, progress)
@@ -544,7 +558,7 @@ def run_extraction(
     wanted_records = activation_records(records, filt)
 
     t0 = time.perf_counter()
-    acts = collect_run_activations(model, wanted_records, config, run, progress)
+    acts = collect_run_activations(model, wanted_records, config, run, progress, backend=backend)
     timings["activations_s"] = time.perf_counter() - t0
 
     pos_train = gather_side(acts, records, train_keys, "pos")

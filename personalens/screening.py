@@ -48,6 +48,7 @@ from .chat import Message, as_conversation, encode_chat, encode_response
 from .conventions import check_layer
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate_samples
+from .hf_backend import check_backend
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -353,6 +354,7 @@ def screen(
     batch_size: int = 16,
     name: str | None = None,
     progress: bool = True,
+    backend: str = "tl",
 ) -> ScreeningResult:
     """ΔP of every sample of ``data`` (see the module docstring).
 
@@ -366,6 +368,8 @@ def screen(
             ``batch_size`` replaces its batch size; ``n`` must be 1.
         batch_size: samples per chunk, per generation batch and per forward batch.
         name: the dataset's name in results and plots (default: the file's stem).
+        backend: ``"hf"`` runs generation and projections on a Hugging Face model sharing the
+            weights (faster; :mod:`personalens.hf_backend`); not part of the run's identity.
     """
     t_start = time.perf_counter()
     vector.check_compatible(model)
@@ -382,6 +386,7 @@ def screen(
         raise PersonaLensError(f"the vector is zero at layer {L}: nothing to project onto")
     if batch_size < 1:
         raise PersonaLensError(f"batch_size must be >= 1, got {batch_size}")
+    check_backend(backend)
     gen = replace(generation or DEFAULT_GENERATION, batch_size=batch_size, progress=False)
     if gen.n != 1:
         raise PersonaLensError(
@@ -451,7 +456,9 @@ def screen(
 
     def generate_chunk(keys: list[str]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
-        res = generate_samples(model, [conv_of[k] for k in keys], [0] * len(keys), gen)
+        res = generate_samples(
+            model, [conv_of[k] for k in keys], [0] * len(keys), gen, backend=backend
+        )
         share = (time.perf_counter() - t0) / len(keys)
         return [
             {
@@ -496,7 +503,11 @@ def screen(
     def project_chunk(keys: list[str]) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         acts = summarize_batch(
-            model, [sequences[k][0] for k in keys], [sequences[k][1] for k in keys], (L,)
+            model,
+            [sequences[k][0] for k in keys],
+            [sequences[k][1] for k in keys],
+            (L,),
+            backend=backend,
         )
         proj = acts.response_avg[:, 0].double() @ unit
         share = (time.perf_counter() - t0) / len(keys)

@@ -356,8 +356,12 @@ class _ForwardContext:
         else:
             self.pad_mask = None
 
-    def mask_for(self, positions: Positions, resid: Resid) -> Bool[Tensor, "batch pos"] | None:
-        """Positions of ``resid`` to edit; ``None`` means all of them."""
+    def mask_for(self, positions: str | Tensor, resid: Resid) -> Bool[Tensor, "batch pos"] | None:
+        """Positions of ``resid`` to edit; ``None`` means all of them.
+
+        (``positions`` is not annotated as a ``[batch, pos]`` mask of ``resid``'s shape: a mask of
+        another shape, e.g. during a decode step, is reported below as a PersonaLensError.)
+        """
         b, p = resid.shape[:2]
         pad = self.pad_mask
         if pad is not None and pad.shape != (b, p):
@@ -416,6 +420,9 @@ def make_steering_hook(
         return torch.where(mask[..., None], edited, resid)
 
     steering_hook.__name__ = f"personalens_steer_{edit.mode}_L{edit.layer}"
+    # what this hook does, so other backends can apply exactly the attached steering
+    # (personalens.hf_backend reads it from the hook points: the hooks are the source of truth)
+    steering_hook.personalens_edit = (edit, positions)
     return steering_hook
 
 
