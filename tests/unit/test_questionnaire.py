@@ -688,9 +688,7 @@ def test_likelihood_bad_input(tiny_model):
     with pytest.raises(pl.PersonaLensError, match="named positions"):
         score_questionnaire(tiny_model, q, method="likelihood", steering=plan)
     with pytest.raises(pl.PersonaLensError, match="context of 256"):
-        score_questionnaire(
-            tiny_model, q, method="likelihood", self_description_prompt="x" * 300
-        )
+        score_questionnaire(tiny_model, q, method="likelihood", self_description_prompt="x" * 300)
 
 
 def test_cli_likelihood(capsys, tiny_hf_dir, cli_files):
