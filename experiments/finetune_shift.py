@@ -119,7 +119,15 @@ def main() -> None:
         default=None,
         help="default: two thirds of the depth (layer 20 of 30)",
     )
-    g.add_argument("--coeff", type=float, default=2.0, help="preventative: coeff · v added")
+    g.add_argument(
+        "--coeff",
+        type=float,
+        default=0.5,
+        help="preventative: coeff · v added (raw: v's norm at a layer is the gap between the "
+        "positive- and negative-prompted replies there, so 0.5 adds half that gap; on the "
+        "embedded model 2.0 over-corrected: the finetune learnt to cancel it and ended far on "
+        "the negative side, while 0.5 kept level II's shift near 0 at the plain run's loss)",
+    )
     g.add_argument("--coeff-scale", default="raw", choices=("raw", "unit", "resid"))
     g = ap.add_argument_group("evaluation")
     g.add_argument("--n-eval", type=int, default=20, help="held-out evaluation questions")
