@@ -106,6 +106,8 @@ def test_hub_path_calls_transformer_lens(monkeypatch, tiny_model):
 def test_hub_unreachable_is_a_clear_error(tmp_path):
     """A real download attempt against a closed local port ends in one clear error."""
     code = (
+        # the hub client's own retries back off 1+2+4+8+16 s; skip the waits, not the requests
+        "import time\ntime.sleep = lambda seconds: None\n"
         "from personalens import load_model\n"
         "from personalens.errors import ModelLoadError\n"
         "try:\n    load_model('gpt2')\n"
