@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-import tempfile
 import warnings
 
 import pytest
 import torch
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+from personalens.byte_tokenizer import CHAT_TEMPLATE, SPECIALS, byte_tokenizer  # noqa: F401
 
 
 def make_tokenizer():
     """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in sorted(alphabet):
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    core.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        additional_special_tokens=SPECIALS,
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    tok.padding_side = "left"
-    # TransformerLens reloads tokenizers by name_or_path, so give it a real folder
-    folder = tempfile.mkdtemp(prefix="personalens-tok-")
-    tok.save_pretrained(folder)
-    return AutoTokenizer.from_pretrained(folder, padding_side="left")
+    return byte_tokenizer("personalens-tok-")
 
 
 def make_tiny_model(tokenizer=None, seed: int = 0, n_layers: int = 3):

@@ -22,7 +22,6 @@ import contextlib
 import os
 import platform
 import resource
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,40 +222,12 @@ PEAKS: dict[str, dict[str, float]] = {
     "A100": {"tflops_bf16": 312.0, "gbps": 2039.0},
 }
 
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
 
 def byte_tokenizer() -> Any:
     """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML template; no files."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from personalens.byte_tokenizer import byte_tokenizer as build
 
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {tok: i for i, tok in enumerate(SPECIALS)}
-    for ch in sorted(alphabet):
-        vocab[ch] = len(vocab)
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    core.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        additional_special_tokens=SPECIALS,
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    # TransformerLens reloads tokenizers by name_or_path, so give it a real folder
-    folder = tempfile.mkdtemp(prefix="personalens-bench-tok-")
-    tok.save_pretrained(folder)
-    return AutoTokenizer.from_pretrained(folder, padding_side="left")
+    return build("personalens-bench-tok-")
 
 
 # ----------------------------------------------------------------------------- device
