@@ -92,7 +92,6 @@ import re
 import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +100,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._data import shipped_file, shipped_names
+from ._data import load_file_or_shipped, shipped_names
 from .chat import ChatBatch
 from .errors import PersonaLensError
 
@@ -452,19 +451,15 @@ def load_questionnaire(path_or_name: str | Path | Questionnaire) -> Questionnair
     """A shipped questionnaire by name (``"big_five"``) or a questionnaire file by path."""
     if isinstance(path_or_name, Questionnaire):
         return path_or_name
-    candidate = Path(path_or_name)
-    if candidate.suffix == ".json" or candidate.is_file():
-        return load_questionnaire_file(candidate)
-    name = str(path_or_name)
-    entry = shipped_file("questionnaires", name)
-    if not entry.is_file():
-        shipped = ", ".join(list_questionnaires()) or "none"
-        raise QuestionnaireFileError(
+    return load_file_or_shipped(
+        "questionnaires",
+        path_or_name,
+        load_questionnaire_file,
+        lambda name, shipped: QuestionnaireFileError(
             f"unknown questionnaire {name!r}. Shipped: {shipped}. Pass the path of a "
             "questionnaire JSON file instead."
-        )
-    with resources.as_file(entry) as path:
-        return load_questionnaire_file(path)
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- answers

@@ -61,12 +61,11 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._data import shipped_file, shipped_names
+from ._data import load_file_or_shipped, shipped_names
 from ._io import check_run_config
 from ._resume import run_resumable
 from .chat import Message
@@ -342,29 +341,31 @@ def list_scenario_sets() -> list[str]:
     return shipped_names("scenarios")
 
 
+def load_scenario_file(path: str | Path) -> ScenarioSet:
+    """A scenario set from a JSON file, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioFileError(f"scenario file {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ScenarioFileError(f"scenario file {path}: not valid JSON ({exc})") from None
+    return parse_scenarios(data, source=str(path))
+
+
 def load_scenarios(path_or_name: str | Path | ScenarioSet = "persona_shifts") -> ScenarioSet:
     """A shipped scenario set by name (``"persona_shifts"``) or a scenario file by path."""
     if isinstance(path_or_name, ScenarioSet):
         return path_or_name
-    candidate = Path(path_or_name)
-    if candidate.suffix == ".json" or candidate.is_file():
-        if not candidate.is_file():
-            raise ScenarioFileError(f"scenario file {candidate} does not exist")
-        try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ScenarioFileError(f"scenario file {candidate}: not valid JSON ({exc})") from None
-        return parse_scenarios(data, source=str(candidate))
-    name = str(path_or_name)
-    entry = shipped_file("scenarios", name)
-    if not entry.is_file():
-        shipped = ", ".join(list_scenario_sets()) or "none"
-        raise ScenarioFileError(
+    return load_file_or_shipped(
+        "scenarios",
+        path_or_name,
+        load_scenario_file,
+        lambda name, shipped: ScenarioFileError(
             f"unknown scenario set {name!r}. Shipped: {shipped}. Pass the path of a scenario "
             "JSON file instead."
-        )
-    with resources.as_file(entry) as path:
-        return load_scenarios(path)
+        ),
+    )
 
 
 # ----------------------------------------------------------------------------- pairs and order

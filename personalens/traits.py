@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 import string
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ._data import shipped_file, shipped_names
+from ._data import load_file_or_shipped, shipped_names
 from .errors import PersonaLensError
 
 REQUIRED = ("instruction", "questions", "eval_prompt")
@@ -255,19 +254,15 @@ def list_traits() -> list[str]:
 
 def load_trait(name_or_path: str | Path) -> Trait:
     """A shipped trait by name (``"evil"``) or a trait file by path."""
-    candidate = Path(name_or_path)
-    if candidate.suffix == ".json" or candidate.is_file():
-        return load_trait_file(candidate)
-    name = str(name_or_path)
-    entry = shipped_file("traits", name)
-    if not entry.is_file():
-        shipped = ", ".join(list_traits()) or "none"
-        raise TraitFileError(
+    return load_file_or_shipped(
+        "traits",
+        name_or_path,
+        load_trait_file,
+        lambda name, shipped: TraitFileError(
             f"unknown trait {name!r}. Shipped traits: {shipped}. Pass a trait file path with "
             "--trait-file, or write one with `personalens traits new NAME --description ...`."
-        )
-    with resources.as_file(entry) as path:
-        return load_trait_file(path)
+        ),
+    )
 
 
 def save_trait(trait: Trait | dict, path: str | Path) -> Path:
