@@ -29,6 +29,7 @@ _EXPORTS = {
     "GenerationResult": "personalens.generation",
     "generate_samples": "personalens.generation",
     "hf_view": "personalens.hf_backend",
+    "Shard": "personalens.sharding",
     "PersonaVector": "personalens.vector",
     "normalize": "personalens.algebra",
     "project_out": "personalens.algebra",
@@ -228,6 +229,7 @@ __all__ = [
     "generate_samples",
     "gram_schmidt",
     "hf_view",
+    "Shard",
     "import_control_vector",
     "list_traits",
     "load_trait",
@@ -343,6 +345,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .sae_contexts import FeatureContexts, feature_contexts
     from .sae_decompose import Decomposition, decompose
     from .screening import ScreeningResult, load_screening_data, screen
+    from .sharding import Shard
     from .shift import FinetuningShift, finetuning_shift
     from .steering import (
         SteeringHandle,

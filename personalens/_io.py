@@ -42,8 +42,11 @@ def atomic_write_json(path: Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a JSONL log; a torn last line (a crash mid-append) is dropped from the file."""
+def read_jsonl(path: Path, *, repair: bool = True) -> list[dict[str, Any]]:
+    """Records of a JSONL log; a torn last line (a crash mid-append) is dropped from the file.
+
+    ``repair=False`` only skips it: for a log another process may be appending to right now.
+    """
     path = Path(path)
     if not path.exists():
         return []
@@ -57,7 +60,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             break
         good_until += len(line)
-    if good_until != len(raw):
+    if repair and good_until != len(raw):
         with open(path, "r+b") as fh:
             fh.truncate(good_until)
     return records

@@ -28,7 +28,37 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _load(args: argparse.Namespace):
     from .models import load_model
 
-    return load_model(args.model, device=args.device, dtype=args.dtype)
+    device = args.device
+    if getattr(args, "shard", None):
+        from .sharding import local_device
+
+        device = local_device(device)  # under torchrun: this worker's own GPU
+    return load_model(args.model, device=device, dtype=args.dtype)
+
+
+def _add_shard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="be worker I of N (0-based) sharing the run directory, one per GPU or node; 'auto' "
+        "reads the rank from torchrun, accelerate launch or srun. Worker 0 writes the results.",
+    )
+    p.add_argument(
+        "--shard-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up after waiting S seconds for the other workers (default: wait)",
+    )
+
+
+def _shard(args: argparse.Namespace):
+    from .sharding import Shard, resolve_shard
+
+    if not args.shard:
+        return None
+    return resolve_shard(Shard.parse(args.shard, timeout_s=args.shard_timeout))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -341,6 +371,7 @@ def cmd_sweep_steer(args: argparse.Namespace) -> int:
     from .plotting import plot_steering_heatmap, plot_steering_sweep, save_html
     from .sweep import steering_sweep
 
+    shard = _shard(args)
     model = _load(args)
     vector = _load_vector(args.vector, model)
     prompts = None
@@ -380,7 +411,11 @@ def cmd_sweep_steer(args: argparse.Namespace) -> int:
         coeff_scale=args.coeff_scale,
         out=args.out,
         progress=not args.quiet,
+        shard=shard,
     )
+    if shard is not None and not shard.is_leader:
+        print(f"shard {shard}: done; worker 0 writes the tables and figures")
+        return 0
     out = Path(args.out)
     table = result.summary()
     from ._io import atomic_write_text
@@ -453,8 +488,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
         generation_batch_size=args.batch_size,
         max_questions=args.max_questions,
     )
+    shard = _shard(args)
     model = _load(args)
-    result = run_extraction(model, trait, judge, config, run_dir=args.out, progress=not args.quiet)
+    result = run_extraction(
+        model, trait, judge, config, run_dir=args.out, progress=not args.quiet, shard=shard
+    )
     s = result.summary
     print(
         json.dumps(
@@ -555,6 +593,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
         names = [f"{n}_{i + 1}" for i, n in enumerate(names)]
     out = Path(args.out)
     dirs = [out] if len(files) == 1 else [out / n for n in names]
+    shard = _shard(args)
     model = _load(args)
     vector = _load_vector(args.vector, model)
     layer = args.layer
@@ -576,7 +615,11 @@ def cmd_screen(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             name=name,
             progress=not args.quiet,
+            shard=shard,
         )
+    if shard is not None and not shard.is_leader:
+        print(f"shard {shard}: done; worker 0 writes the tables and the figure")
+        return 0
     html = out / "screening.html"
     save_html(plot_screening_histogram(results), html)
     if len(files) > 1:
@@ -628,6 +671,7 @@ def _add_screen_parser(sub) -> None:
     )
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_shard_args(p)
     p.set_defaults(func=cmd_screen)
 
 
@@ -930,6 +974,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quiet", action="store_true")
+    _add_shard_args(p)
     p.set_defaults(func=cmd_sweep_steer)
 
     p = sub.add_parser(
@@ -977,6 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-questions", type=int, default=None, help="use the first N questions of each split"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_shard_args(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser(

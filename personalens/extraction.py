@@ -18,6 +18,10 @@ Resuming: work is cut into fixed chunks over the full job list; each finished ch
 to the run directory in one flushed write (JSONL) or one atomic file (activation shards).
 Running the same command again skips finished chunks and recomputes the rest with the same
 batches and the same per-sample seeds, so the result is identical to an uninterrupted run.
+
+Several workers (one per GPU or node) share a run with ``shard="i/n"``: each does every n-th
+chunk of each stage and waits for the others at the stage's end; worker 0 writes the vectors
+and the summary (:mod:`personalens.sharding`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from .generation import GenerationConfig, generate_samples
 from .hf_backend import check_backend
 from .judge import Judge, JudgeItem, judge_records
 from .metrics import roc_auc
+from .sharding import Shard, is_leader, resolve_shard, wait_for
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -155,8 +160,12 @@ def generate_responses(
     progress: bool = True,
     *,
     backend: str = "tl",
+    shard: Shard | str | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl."""
+    """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl.
+
+    ``shard``: generate only this worker's chunks, then wait for the other workers'.
+    """
     path = Path(run_dir) / "responses.jsonl" if run_dir else None
     gen_cfg = config.generation_config()
 
@@ -183,6 +192,7 @@ def generate_responses(
         chunk_size=config.generation_batch_size,
         desc="generating",
         progress=progress,
+        shard=resolve_shard(shard),
     )
     return [done[j.key] for j in jobs]
 
@@ -197,11 +207,19 @@ def judge_responses(
     config: ExtractionConfig,
     run_dir: str | Path | None = None,
     progress: bool = True,
+    *,
+    shard: Shard | str | None = None,
 ) -> dict[str, dict[str, float]]:
     """``{key: {"trait": score, "coherence": score}}``; resumes from judge_scores.jsonl."""
     path = Path(run_dir) / "judge_scores.jsonl" if run_dir else None
     return judge_records(
-        records, trait, judge, path=path, chunk_size=config.judge_chunk, progress=progress
+        records,
+        trait,
+        judge,
+        path=path,
+        chunk_size=config.judge_chunk,
+        progress=progress,
+        shard=resolve_shard(shard),
     )
 
 
@@ -288,48 +306,62 @@ def collect_run_activations(
     progress: bool = True,
     *,
     backend: str = "tl",
+    shard: Shard | str | None = None,
 ) -> dict[str, ActivationSet]:
     """Summaries for each record (by key), in fixed chunks saved as atomic safetensors shards.
 
     ``model=None`` only reads a finished run's shards (``run_dir`` required); a missing shard
-    is then a :class:`PersonaLensError`.
+    is then a :class:`PersonaLensError`. ``shard``: compute only this worker's chunks, wait
+    for the other workers' files, then read them all.
     """
     from safetensors.torch import load_file
-    from safetensors.torch import save as safetensors_bytes
 
     shard_dir = Path(run_dir) / "activations" if run_dir else None
     if model is None and shard_dir is None:
         raise PersonaLensError("collect_run_activations needs a model or a run_dir to read from")
-    tok = model.tokenizer if model is not None else None
     layers = tuple(range(model.cfg.n_layers)) if model is not None else None
+    worker = resolve_shard(shard)
+    if worker is not None and (shard_dir is None or model is None):
+        raise PersonaLensError(
+            "sharded activations need a model and a run_dir shared by the workers"
+        )
     out: dict[str, ActivationSet] = {}
     chunks = list(iter_chunks(list(records), config.activation_batch_size))
-    bar = _bar(progress, len(records), "activations")
+
+    def path_of(chunk: list[dict[str, Any]]) -> Path | None:
+        return (
+            shard_dir / f"{_chunk_id([r['key'] for r in chunk])}.safetensors" if shard_dir else None
+        )
+
+    if worker is not None:
+        # first this worker's chunks, then wait for every other chunk's file
+        mine = [c for i, c in enumerate(chunks) if worker.owns(i)]
+        _compute_missing(
+            model, mine, path_of, layers, backend, progress, f"activations [shard {worker}]"
+        )
+        wait_for(
+            lambda: sum(1 for c in chunks if not path_of(c).exists()),
+            worker,
+            "activation chunks",
+            shard_dir,
+        )
+    bar = _bar(progress and worker is None, len(records), "activations")
     try:
         for chunk in chunks:
             keys = [r["key"] for r in chunk]
-            shard = shard_dir / f"{_chunk_id(keys)}.safetensors" if shard_dir else None
-            if shard is not None and shard.exists():
-                tensors = load_file(shard)
+            shard_file = path_of(chunk)
+            if shard_file is not None and shard_file.exists():
+                tensors = load_file(shard_file)
                 if layers is None:
                     layers = tuple(range(tensors[VARIANTS[0]].shape[1]))
                 acts = ActivationSet.from_tensors(tensors, layers)
             elif model is None:
                 raise PersonaLensError(
-                    f"activation shard {shard} is missing: {run_dir} is not a finished run "
+                    f"activation shard {shard_file} is missing: {run_dir} is not a finished run "
                     "(rerun its `personalens extract` command to complete it)"
                 )
             else:
-                p_ids = [
-                    encode_chat(tok, as_conversation(r["question"], r["system"])) for r in chunk
-                ]
-                r_ids = [r["response_tokens"] for r in chunk]
-                acts = summarize_batch(model, p_ids, r_ids, layers, backend=backend)
-                if shard is not None:
-                    payload = safetensors_bytes(
-                        acts.to_tensors(), metadata={"keys": json.dumps(keys)}
-                    )
-                    atomic_write_bytes(shard, payload)
+                acts = _chunk_activations(model, chunk, layers, backend, shard_file)
             for i, k in enumerate(keys):
                 out[k] = acts.select([i])
             if bar:
@@ -338,6 +370,41 @@ def collect_run_activations(
         if bar:
             bar.close()
     return out
+
+
+def _chunk_activations(
+    model: HookedTransformer,
+    chunk: list[dict[str, Any]],
+    layers: Sequence[int],
+    backend: str,
+    path: Path | None,
+) -> ActivationSet:
+    """One chunk's summaries, written to ``path`` (one atomic safetensors file) when given."""
+    from safetensors.torch import save as safetensors_bytes
+
+    tok = model.tokenizer
+    p_ids = [encode_chat(tok, as_conversation(r["question"], r["system"])) for r in chunk]
+    r_ids = [r["response_tokens"] for r in chunk]
+    acts = summarize_batch(model, p_ids, r_ids, layers, backend=backend)
+    if path is not None:
+        keys = [r["key"] for r in chunk]
+        payload = safetensors_bytes(acts.to_tensors(), metadata={"keys": json.dumps(keys)})
+        atomic_write_bytes(path, payload)
+    return acts
+
+
+def _compute_missing(model, chunks, path_of, layers, backend, progress, desc) -> None:
+    todo = [c for c in chunks if not path_of(c).exists()]
+    bar = _bar(progress and bool(todo), sum(len(c) for c in chunks), desc,
+               initial=sum(len(c) for c in chunks) - sum(len(c) for c in todo))  # fmt: skip
+    try:
+        for chunk in todo:
+            _chunk_activations(model, chunk, layers, backend, path_of(chunk))
+            if bar:
+                bar.update(len(chunk))
+    finally:
+        if bar:
+            bar.close()
 
 
 def activation_records(
@@ -506,21 +573,29 @@ def run_extraction(
     progress: bool = True,
     *,
     backend: str = "tl",
+    shard: Shard | str | None = None,
 ) -> ExtractionResult:
     """All stages; with ``run_dir`` the run is resumable and writes its artifacts there.
 
     ``backend="hf"`` generates and collects activations on a Hugging Face model sharing the
     weights (faster; :mod:`personalens.hf_backend`); it is not part of the run's identity.
+    ``shard="i/n"`` (or a :class:`~personalens.sharding.Shard`): this process is worker ``i``
+    of ``n`` sharing ``run_dir``; each worker returns the full result, worker 0 writes the
+    artifacts. Not part of the run's identity either.
     """
     check_backend(backend)
+    worker = resolve_shard(shard)
+    if worker is not None and run_dir is None:
+        raise PersonaLensError("shard= needs a run_dir shared by the workers")
     config = config or ExtractionConfig()
     run = Path(run_dir) if run_dir else None
     model_name = model.cfg.model_name
     timings: dict[str, float] = {}
     if run:
         run.mkdir(parents=True, exist_ok=True)
-        for stale in ("summary.json", "vector.json"):  # a rerun invalidates old final artifacts
-            (run / stale).unlink(missing_ok=True)
+        if is_leader(worker):  # a rerun invalidates old final artifacts
+            for stale in ("summary.json", "vector.json"):
+                (run / stale).unlink(missing_ok=True)
         _check_run_config(
             run,
             {
@@ -538,10 +613,10 @@ def run_extraction(
     judge.score_trait(trait, probe)
 
     t0 = time.perf_counter()
-    records = generate_responses(model, jobs, config, run, progress, backend=backend)
+    records = generate_responses(model, jobs, config, run, progress, backend=backend, shard=worker)
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scores = judge_responses(records, trait, judge, config, run, progress)
+    scores = judge_responses(records, trait, judge, config, run, progress, shard=worker)
     timings["judge_s"] = time.perf_counter() - t0
 
     filt = filter_pairs(records, scores, config)
@@ -558,7 +633,9 @@ def run_extraction(
     wanted_records = activation_records(records, filt)
 
     t0 = time.perf_counter()
-    acts = collect_run_activations(model, wanted_records, config, run, progress, backend=backend)
+    acts = collect_run_activations(
+        model, wanted_records, config, run, progress, backend=backend, shard=worker
+    )
     timings["activations_s"] = time.perf_counter() - t0
 
     pos_train = gather_side(acts, records, train_keys, "pos")
@@ -629,7 +706,11 @@ def run_extraction(
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "config": json.loads(json.dumps(asdict(config))),
     }
-    if run:
+    if worker is not None:
+        summary["timings_note"] = (
+            f"worker {worker}'s own time per stage, including waiting for the other workers"
+        )
+    if run and is_leader(worker):
         for v, vec in vectors.items():
             vec.save(run / "vectors" / v)
         vectors["response_avg"].save(run / "vector")

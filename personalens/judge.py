@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ._resume import run_resumable
 from .errors import PersonaLensError
+from .sharding import Shard
 
 if TYPE_CHECKING:
     from .traits import Trait
@@ -117,12 +118,15 @@ def judge_records(
     path: str | Path | None = None,
     chunk_size: int = 64,
     progress: bool = True,
+    shard: Shard | None = None,
 ) -> dict[str, dict[str, float]]:
     """Judge ``records`` (dicts with ``key``, ``question``, ``response``) for trait and coherence.
 
     Returns ``{key: {"trait": score, "coherence": score}}`` (NaN where the judge could not
     score). With ``path``, scores are appended to that JSONL file chunk by chunk (fsynced) and a
     rerun skips every chunk already scored, so an interrupted run loses at most one chunk.
+    ``shard``: judge only this worker's chunks, then wait for the others'
+    (:mod:`personalens.sharding`).
     """
     path = Path(path) if path is not None else None
 
@@ -143,6 +147,7 @@ def judge_records(
         chunk_size=chunk_size,
         desc="judging",
         progress=progress,
+        shard=shard,
     )
     return {
         r["key"]: {

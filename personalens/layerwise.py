@@ -41,9 +41,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._io import atomic_write_json, read_jsonl
+from ._io import atomic_write_json
 from .activations import VARIANTS, ActivationSet
 from .errors import PersonaLensError
+from .sharding import read_run_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -617,8 +618,8 @@ class _RunData:
         summary = json.loads((run / "summary.json").read_text())
         config = _config_from_json(cfg["config"])
         jobs = build_jobs(parse_trait(cfg["trait_file"], source=str(run / "config.json")), config)
-        done = {r["key"]: r for r in read_jsonl(run / "responses.jsonl")}
-        judged = {r["key"]: r for r in read_jsonl(run / "judge_scores.jsonl")}
+        done = {r["key"]: r for r in read_run_log(run / "responses.jsonl")}
+        judged = {r["key"]: r for r in read_run_log(run / "judge_scores.jsonl")}
         missing = [j.key for j in jobs if j.key not in done or j.key not in judged]
         if missing:
             raise PersonaLensError(

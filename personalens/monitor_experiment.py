@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._io import atomic_write_json, check_run_config, read_jsonl
+from ._io import atomic_write_json, check_run_config
 from ._resume import run_resumable
 from .chat import Message, as_conversation
 from .errors import PersonaLensError
@@ -40,6 +40,7 @@ from .generation import GenerationConfig, generate_samples
 from .judge import Judge, judge_records, make_judge
 from .metrics import pearson_ci, pearson_r
 from .monitoring import last_prompt_projection
+from .sharding import read_run_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -127,8 +128,8 @@ def trait_examples(
     distinct questions exist.
     """
     run = Path(run_dir)
-    responses = read_jsonl(run / "responses.jsonl")
-    scores = {r["key"]: r for r in read_jsonl(run / "judge_scores.jsonl")}
+    responses = read_run_log(run / "responses.jsonl")
+    scores = {r["key"]: r for r in read_run_log(run / "judge_scores.jsonl")}
     if not responses or not scores:
         raise PersonaLensError(
             f"{run} has no responses.jsonl/judge_scores.jsonl: give an extraction run directory "

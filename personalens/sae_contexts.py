@@ -214,15 +214,15 @@ def _text_sequences(model: Any, text: str, max_length: int, source: str) -> list
 
 
 def _run_sequences(tok: Any, run: Path) -> list[_Sequence]:
-    from ._io import read_jsonl
+    from .sharding import log_files, read_run_log
 
     path = run / "responses.jsonl"
-    if not path.is_file():
+    if not any(p.is_file() for p in log_files(path)):
         raise PersonaLensError(
             f"{run} is not an extraction run directory (no responses.jsonl): give the --out "
             "directory of `personalens extract`, a text file, or texts"
         )
-    return _record_sequences(tok, read_jsonl(path), str(run))
+    return _record_sequences(tok, read_run_log(path), str(run))
 
 
 def _record_sequences(

@@ -49,6 +49,7 @@ from .conventions import check_layer
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate_samples
 from .hf_backend import check_backend
+from .sharding import Shard, is_leader, resolve_shard
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -355,6 +356,7 @@ def screen(
     name: str | None = None,
     progress: bool = True,
     backend: str = "tl",
+    shard: Shard | str | None = None,
 ) -> ScreeningResult:
     """ΔP of every sample of ``data`` (see the module docstring).
 
@@ -370,6 +372,9 @@ def screen(
         name: the dataset's name in results and plots (default: the file's stem).
         backend: ``"hf"`` runs generation and projections on a Hugging Face model sharing the
             weights (faster; :mod:`personalens.hf_backend`); not part of the run's identity.
+        shard: ``"i/n"`` or a :class:`~personalens.sharding.Shard`: this process is worker
+            ``i`` of ``n`` sharing ``out`` (one per GPU or node); each does every n-th chunk,
+            all return the full result, worker 0 writes the tables. Not part of the identity.
     """
     t_start = time.perf_counter()
     vector.check_compatible(model)
@@ -387,6 +392,9 @@ def screen(
     if batch_size < 1:
         raise PersonaLensError(f"batch_size must be >= 1, got {batch_size}")
     check_backend(backend)
+    worker = resolve_shard(shard)
+    if worker is not None and out is None:
+        raise PersonaLensError("shard= needs an out directory shared by the workers")
     gen = replace(generation or DEFAULT_GENERATION, batch_size=batch_size, progress=False)
     if gen.n != 1:
         raise PersonaLensError(
@@ -446,8 +454,9 @@ def screen(
             what="a screening run",
             fix="Resume with the same model, vector, layer, data and settings, or use a new --out directory.",
         )
-        for stale in ("summary.json", "scores.csv"):  # a rerun invalidates old final artifacts
-            (run / stale).unlink(missing_ok=True)
+        if is_leader(worker):  # a rerun invalidates old final artifacts
+            for stale in ("summary.json", "scores.csv"):
+                (run / stale).unlink(missing_ok=True)
 
     # 1. the model's own reply to each distinct prompt (longest prompts first: less padding)
     unique = list(prompt_ids)
@@ -479,6 +488,7 @@ def screen(
         chunk_size=batch_size,
         desc="model replies",
         progress=progress,
+        shard=worker,
     )
 
     # 2. response-average projections of every distinct (prompt, response) token sequence
@@ -529,6 +539,7 @@ def screen(
         chunk_size=batch_size,
         desc="projections",
         progress=progress,
+        shard=worker,
     )
 
     def proj_of(key: str | None) -> float:
@@ -548,7 +559,7 @@ def screen(
         model_responses=[generations[prompt_key[s.id]]["response"] for s in samples],
         settings=settings,
     )
-    if run is not None:
+    if run is not None and is_leader(worker):
         gen_s = sum(float(generations[k].get("seconds", 0.0)) for k in unique)
         proj_s = sum(float(projections[k].get("seconds", 0.0)) for k in todo)
         compute_s = gen_s + proj_s

@@ -8,6 +8,10 @@ unsteered model at every layer) and reported under every layer.
 With ``out=DIR`` the sweep is resumable: each finished cell is one appended line of
 ``responses.jsonl``, judge scores go to ``judge_scores.jsonl`` chunk by chunk, and a rerun of
 the same call skips everything already done. ``sweep.json`` (the summary table) is written last.
+
+``shard="i/n"``: worker ``i`` of ``n`` sharing ``out`` (one per GPU or node) generates every
+n-th cell and judges every n-th chunk, then waits for the others; worker 0 writes ``sweep.json``
+(:mod:`personalens.sharding`).
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._io import append_jsonl, atomic_write_json, check_run_config, read_jsonl
+from ._io import append_jsonl, atomic_write_json, check_run_config
 from .chat import as_conversation
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate
 from .judge import Judge, judge_records, make_judge
+from .sharding import Shard, is_leader, read_logs, resolve_shard, wait_for
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,6 +109,7 @@ def steering_sweep(
     reference: Sequence[Any] | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    shard: Shard | str | None = None,
 ) -> SteeringSweepResult:
     """Generate and judge under every (layer, coeff); see the module docstring.
 
@@ -115,9 +121,14 @@ def steering_sweep(
         generation: a :class:`GenerationConfig`; default greedy, 64 new tokens.
         mode, positions, coeff_scale, reference: passed to :func:`personalens.steer`.
         out: a run directory that makes the sweep resumable (see the module docstring).
+        shard: ``"i/n"`` or a :class:`~personalens.sharding.Shard`: this process is worker
+            ``i`` of ``n`` sharing ``out``; all return the full result.
     """
     from .steering import plan_steering, residual_norms
 
+    worker = resolve_shard(shard)
+    if worker is not None and out is None:
+        raise PersonaLensError("shard= needs an out directory shared by the workers")
     trait_obj = _resolve_trait(trait, vector)
     if prompts is None:
         prompts = list(trait_obj.split_questions()[1])
@@ -165,14 +176,19 @@ def steering_sweep(
 
     cells: list[tuple[int | None, float]] = [(None, 0.0)] if 0.0 in coeffs else []
     cells += [(L, c) for L in layers for c in coeffs if c != 0.0]
-    done = {r["cell"]: r for r in read_jsonl(run / "responses.jsonl")} if run else {}
+    log = run / "responses.jsonl" if run else None
+    own = worker.log_path(log) if worker is not None and log else log
+    done = {r["cell"]: r for r in read_logs(log, own)} if log else {}
+    mine = [cell for i, cell in enumerate(cells) if worker is None or worker.owns(i)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(cells), desc="sweep cells", unit="cell", initial=len(done))
+        finished = sum(1 for L, c in mine if _cell_key(L, c) in done)
+        label = "sweep cells" if worker is None else f"sweep cells [shard {worker}]"
+        bar = tqdm(total=len(mine), desc=label, unit="cell", initial=finished)
     try:
-        for L, c in cells:
+        for L, c in mine:
             key = _cell_key(L, c)
             if key in done:
                 continue
@@ -193,14 +209,21 @@ def steering_sweep(
                     for p, s, r in zip(res.prompt_index, res.sample_index, res.responses)
                 ],
             }
-            if run:
-                append_jsonl(run / "responses.jsonl", [row])
+            if own:
+                append_jsonl(own, [row])
             done[key] = row
             if bar:
                 bar.update(1)
     finally:
         if bar:
             bar.close()
+    if worker is not None and log is not None:
+
+        def missing() -> int:
+            done.update({r["cell"]: r for r in read_logs(log, None) if r["cell"] not in done})
+            return sum(1 for L, c in cells if _cell_key(L, c) not in done)
+
+        wait_for(missing, worker, "sweep cells", run)
 
     flat = [
         {
@@ -220,6 +243,7 @@ def steering_sweep(
         judge_obj,
         path=run / "judge_scores.jsonl" if run else None,
         progress=progress,
+        shard=worker,
     )
     records = []
     for L in layers:
@@ -243,7 +267,7 @@ def steering_sweep(
     result = SteeringSweepResult(
         trait=trait_obj.name, layers=layers, coeffs=coeffs, records=records, settings=settings
     )
-    if run:
+    if run and is_leader(worker):
         atomic_write_json(run / "sweep.json", result.to_dict())
     return result
 
