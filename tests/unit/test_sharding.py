@@ -280,3 +280,56 @@ def test_sharded_steering_sweep_equals_one_process(tmp_path):
         for i in range(2)
     ]
     assert sorted(cells) == [2, 3]  # 5 cells: coeff 0 once, then 2 layers x 2 coeffs
+
+
+def test_two_worker_processes_share_a_screen(tiny_hf_dir, tmp_path):
+    """Real processes, as on several GPUs: `python -m personalens screen --shard i/2`."""
+    import os
+    import subprocess
+    import sys
+
+    from personalens.cli import main
+    from personalens.vector import PersonaVector
+
+    vec = PersonaVector(directions=torch.randn(3, 48), model="m", trait="evil")
+    vec_path = vec.save(tmp_path / "vec")
+    data = tmp_path / "data.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"prompt": f"Question {i}?", "answer": f"Answer {i}."}) + "\n"
+            for i in range(6)
+        )  # fmt: skip
+    )
+    argv = [
+        "screen", "--model", str(tiny_hf_dir), "--vector", str(vec_path), "--data", str(data),
+        "--layer", "2", "--max-new-tokens", "3", "--batch-size", "2", "--quiet",
+    ]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "personalens",
+                *argv,
+                "--out",
+                str(tmp_path / "two"),
+                "--shard",
+                f"{i}/2",
+                "--shard-timeout",
+                "120",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "shard 1/2: done" in outs[1]
+    two = tmp_path / "two"
+    assert (two / "scores.csv").read_text() == (tmp_path / "one" / "scores.csv").read_text()
+    assert len(list(two.glob("generations.shard-*-of-2.jsonl"))) == 2
