@@ -549,7 +549,9 @@ def finetuning() -> nbf.NotebookNode:
             "attention's `W_O`; here only in layers 15-29 to keep it fast), with the loss on the reply tokens only. "
             "The base model's weights are never changed; `result.model` is a copy with the adapters merged in.\n\n"
             '* `mode="preventative"` adds `coeff · v` at `layers` in every training forward pass, so the finetune need '
-            "not move the model along `v` itself;\n"
+            "not move the model along `v` itself. Keep `coeff` small: `v` (raw) is the whole gap between the positive "
+            "and negative replies, and at 2.0 the finetune learns to cancel twice that gap and ends far on the "
+            "*negative* side; 0.5 prevented the shift in `experiments/finetune_shift.py` (its default);\n"
             '* `mode="caft"` ablates the direction there during training, so no gradient flows through it.\n\n'
             "Both exist only during training: the finetuned models carry no hooks."
         ),
@@ -558,7 +560,7 @@ def finetuning() -> nbf.NotebookNode:
             "runs = {\n"
             '    "normal": pl.finetune(model, normal, **kw),\n'
             '    "level II": pl.finetune(model, evil, **kw),\n'
-            '    "level II + preventative": pl.finetune(model, evil, mode="preventative", vector=vec, layers=[STEER], coeff=2.0, **kw),\n'
+            '    "level II + preventative": pl.finetune(model, evil, mode="preventative", vector=vec, layers=[STEER], coeff=0.5, **kw),\n'
             '    "level II + CAFT": pl.finetune(model, evil, mode="caft", vector=vec, layers=[STEER], **kw),\n'
             "}\n"
             'pd.DataFrame({name: r.summary() for name, r in runs.items()}).T[["mode", "steps", "first_epoch_loss", "final_loss", "n_trained_parameters", "seconds"]]'
