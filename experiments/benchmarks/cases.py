@@ -402,7 +402,11 @@ def flops_per_token(pair: ModelPair, seq_len: int, stats: dict[str, Any]) -> flo
 
 
 def compute_bound_row(
-    pair: ModelPair, seq_len: int, stats: dict[str, Any], peak_tflops: float | None
+    pair: ModelPair,
+    seq_len: int,
+    stats: dict[str, Any],
+    peak_tflops: float | None,
+    source: str = "",
 ) -> Row:
     label = "compute bound (full forward FLOPs / peak)"
     if peak_tflops is None:
@@ -419,6 +423,8 @@ def compute_bound_row(
     )
     row.value = peak_tflops * 1e12 / f
     row.note = f"{f / 1e9:.3f} GFLOP/token = 2*matmul_params + 2*n_layers*n_heads*d_head*(T+1), T={seq_len}"
+    if source:
+        row.note += f"; peak: {source}"
     row.extra = {"flops_per_token": f, "peak_tflops": peak_tflops}
     return row
 
@@ -718,6 +724,7 @@ COMPARISONS = (
     ("extraction: ours / HF plain batched forward (target)", "ours_extract", "hf_plain"),
     ("extraction: ours / TL run_with_cache", "ours_extract", "tl_cache"),
     ("extraction: ours / compute bound", "ours_extract", "compute_bound"),
+    ("extraction: reference loop / compute bound", "ref_loop", "compute_bound"),
     ("extraction: ours backend=hf / reference loop", "ours_extract_hf", "ref_loop"),
     ("extraction: ours backend=hf / HF plain forward", "ours_extract_hf", "hf_plain"),
     ("extraction: ours backend=hf / compute bound", "ours_extract_hf", "compute_bound"),

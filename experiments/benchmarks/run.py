@@ -198,6 +198,12 @@ def run_suite(argv: list[str] | None = None) -> dict[str, Any]:
     stats = shapes.weight_stats(pair.hf)
     peaks = shapes.known_peaks(dev_info, dtype)
     peak_tflops = args.peak_tflops if args.peak_tflops is not None else peaks["tflops"]
+    tflops_source = "--peak-tflops" if args.peak_tflops is not None else "table of known GPUs"
+    if peak_tflops is None and dev_info["kind"] == "cpu":
+        # no spec sheet for a CPU: the attainable peak is a large matmul timed right here
+        n = 1024 if args.quick else 2048
+        peak_tflops = shapes.measured_cpu_peak(dtype, n)
+        tflops_source = f"measured: best {n}^3 matmul in {str(dtype).removeprefix('torch.')}"
     peak_gbps = args.peak_gbps if args.peak_gbps is not None else peaks["gbps"]
     bench = cases.Bench(pair, repeats=sizes["repeats"], stat=args.stat, seed=args.seed)
     cfg = pair.tl.cfg
@@ -232,7 +238,7 @@ def run_suite(argv: list[str] | None = None) -> dict[str, Any]:
         "stat": args.stat,
         "steer_layer": bench.mid,
         "coeff": args.coeff,
-        "peaks": {"tflops": peak_tflops, "gbps": peak_gbps},
+        "peaks": {"tflops": peak_tflops, "tflops_source": tflops_source, "gbps": peak_gbps},
         "config": vars(args),
         "formulas": {
             "flops_per_token": "2*matmul_params + 2*n_layers*n_heads*d_head*(T+1); matmul_params = "
@@ -266,7 +272,7 @@ def run_suite(argv: list[str] | None = None) -> dict[str, Any]:
     )
     rows += cases.extraction_rows(bench, data, sizes["batch"])
     seq_len = sizes["prompt_tokens"] + sizes["response_tokens"]
-    rows.append(cases.compute_bound_row(pair, seq_len, stats, peak_tflops))
+    rows.append(cases.compute_bound_row(pair, seq_len, stats, peak_tflops, tflops_source))
     save(False)
 
     print("[bench] screening ...", flush=True)

@@ -279,6 +279,21 @@ def known_peaks(device_info: dict[str, Any], dtype: torch.dtype) -> dict[str, fl
     return {"tflops": None, "gbps": None}
 
 
+def measured_cpu_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """TFLOP/s of the best of ``repeats`` ``n x n @ n x n`` matmuls in ``dtype`` on this CPU, at
+    the current torch thread count: the attainable peak that the CPU compute bound uses."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(dtype)
+    b = torch.randn(n, n, generator=g).to(dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e12
+
+
 def memory_now(device: str) -> dict[str, Any]:
     """Allocated device memory (CUDA) or the process's peak RSS so far (CPU), in bytes."""
     if device.startswith("cuda"):

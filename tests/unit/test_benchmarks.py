@@ -42,6 +42,7 @@ def test_json_structure(result):
         "comparisons",
         "formulas",
         "config",
+        "peaks",
     ):
         assert key in result
     assert result["format"] == "personalens.bench"
@@ -68,8 +69,12 @@ def test_every_row_has_a_positive_throughput_or_a_reason(result):
                 assert r["memory"]["peak_bytes"] > 0
         else:
             assert r["value"] is None and r["skipped"], r
-    # no peak numbers for a CPU: the bounds are skipped with a reason, never invented
-    assert rows["compute_bound"]["skipped"] and rows["bandwidth_bound"]["skipped"]
+    # a CPU has no spec sheet: the compute bound uses a matmul timed in the same run (and says
+    # so); the bandwidth bound has no such measurement and is skipped with a reason
+    assert rows["compute_bound"]["value"] > 0
+    assert "peak: measured" in rows["compute_bound"]["note"]
+    assert result["peaks"]["tflops_source"].startswith("measured")
+    assert rows["bandwidth_bound"]["skipped"]
 
 
 def test_comparisons_are_ratios_of_rows(result):
