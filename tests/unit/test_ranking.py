@@ -27,20 +27,9 @@ from personalens.ranking import (
     wilson_interval,
 )
 from personalens.vector import PersonaVector
-from tests.unit.test_openai_judge import (  # noqa: F401 - clean_env is an autouse fixture
-    FakeOpenAI,
-    clean_env,
-    config,
-    json_replies,
-)
+from tests.unit.fake_openai import config, json_replies
 
-
-@pytest.fixture
-def fake():
-    """A fake OpenAI-compatible server on 127.0.0.1 (see test_openai_judge)."""
-    server = FakeOpenAI()
-    yield server
-    server.stop()
+pytestmark = pytest.mark.usefixtures("openai_env")  # the fake server's environment
 
 
 BIG_FIVE_POLES = {
