@@ -11,6 +11,7 @@ import torch
 
 import personalens as pl
 from personalens import questionnaire as qmod
+from personalens import questionnaire_likelihood as qlik
 from personalens.cli import main
 from personalens.questionnaire import (
     LikertScale,
@@ -589,7 +590,7 @@ def test_likelihood_contrast_arithmetic_on_planted_logprobs(tiny_model, monkeypa
         seen["texts"] = texts
         return [torch.tensor(planted[t]) for t in texts]
 
-    monkeypatch.setattr(qmod, "_statement_logprobs", fake)
+    monkeypatch.setattr(qlik, "_statement_logprobs", fake)
     res = score_questionnaire(tiny_model, parse_questionnaire(SMALL), method="likelihood")
     assert seen["texts"] == list(planted)
     df = res.to_frame().set_index("id")
@@ -619,7 +620,7 @@ def test_likelihood_contrast_sem(tiny_model, monkeypatch):
     q = parse_questionnaire(small(dimensions=["warmth"], items=items))
     values = {f"I am {k}.": v for k, v in enumerate([-1.0, -2.0, -4.0, -3.0, -5.0, -6.0])}
     monkeypatch.setattr(
-        qmod,
+        qlik,
         "_statement_logprobs",
         lambda m, p, ids, b: [torch.tensor([values[m.tokenizer.decode(i)]]) for i in ids],
     )
