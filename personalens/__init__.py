@@ -128,8 +128,8 @@ _EXPORTS = {
     "plot_shift_by_layer": "personalens.plotting",
     # Big Five (OCEAN) control
     "BIG_FIVE_POLES": "personalens.ocean",
-    "shipped_vector": "personalens.ocean",
-    "list_shipped_vectors": "personalens.ocean",
+    "shipped_vector": "personalens.shipped_vectors",
+    "list_shipped_vectors": "personalens.shipped_vectors",
     "scalar_sweep": "personalens.ocean",
     "ScalarSweepResult": "personalens.ocean",
     "additive_test": "personalens.ocean",
@@ -301,9 +301,7 @@ if TYPE_CHECKING:  # pragma: no cover
         AdditiveTestResult,
         ScalarSweepResult,
         additive_test,
-        list_shipped_vectors,
         scalar_sweep,
-        shipped_vector,
     )
     from .plotting import (
         plot_additive_test,
@@ -347,6 +345,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .screening import ScreeningResult, load_screening_data, screen
     from .sharding import Shard
     from .shift import FinetuningShift, finetuning_shift
+    from .shipped_vectors import list_shipped_vectors, shipped_vector
     from .steering import (
         SteeringHandle,
         add_steering,

@@ -27,10 +27,8 @@ the scale: with ``s_L`` the scale of ``coeff_scale`` at layer ``L`` (1 for ``"ra
 edits of ``a`` and of ``b`` at ``c``, and the test asks whether their *effects* add. With
 ``coeff_scale="raw"`` this is the raw sum ``a + b``, as in the PERSONA paper.
 
-**Shipped vectors.** Persona vectors of the embedded model ship as package data
-(``personalens/data/vectors/<model>/<trait>.json`` + ``.safetensors``, written by
-``tools/ship_vectors.py`` from extraction runs): :func:`list_shipped_vectors`,
-:func:`shipped_vector`.
+The ten pole vectors of the embedded model ship with the package:
+:func:`personalens.shipped_vectors.shipped_vector`.
 """
 
 from __future__ import annotations
@@ -38,12 +36,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._data import shipped_file, shipped_names
 from .errors import PersonaLensError
 
 if TYPE_CHECKING:
@@ -61,10 +57,8 @@ __all__ = [
     "ScalarSweepResult",
     "additive_test",
     "fit_line",
-    "list_shipped_vectors",
     "pole",
     "scalar_sweep",
-    "shipped_vector",
 ]
 
 BIG_FIVE_DIMENSIONS = (
@@ -91,8 +85,6 @@ BIG_FIVE_POLES: dict[str, tuple[str, int]] = {
     "calm": ("neuroticism", -1),
 }
 
-VECTORS_KIND = "vectors"
-
 
 def pole(trait: str) -> tuple[str, int]:
     """``(dimension, sign)`` of a Big Five pole trait, e.g. ``pole("solitary")`` is
@@ -102,47 +94,6 @@ def pole(trait: str) -> tuple[str, int]:
             f"{trait!r} is not a Big Five pole trait; the poles are {list(BIG_FIVE_POLES)}"
         )
     return BIG_FIVE_POLES[trait]
-
-
-# ----------------------------------------------------------------------------- shipped vectors
-
-
-def _model_name(model: HookedTransformer | str | None) -> str:
-    from .models import EMBEDDED_MODEL_NAME
-
-    if model is None:
-        return EMBEDDED_MODEL_NAME
-    if isinstance(model, str):
-        return model
-    return str(model.cfg.model_name)
-
-
-def list_shipped_vectors(model: HookedTransformer | str | None = None) -> list[str]:
-    """Traits with a persona vector shipped for ``model`` (a model or its name; default: the
-    embedded SmolLM2-135M-Instruct), sorted."""
-    return shipped_names(f"{VECTORS_KIND}/{_model_name(model)}")
-
-
-def shipped_vector(trait: str, model: HookedTransformer | str | None = None) -> PersonaVector:
-    """The shipped persona vector of ``trait`` for ``model`` (default: the embedded model).
-
-    These are the response-average mean-difference vectors of ``personalens extract --trait
-    TRAIT`` runs with the default settings and the offline judge (provenance in the vector's
-    fields and ``metadata``, including ``best_layer`` by held-out AUC).
-    """
-    from .vector import PersonaVector
-
-    name = _model_name(model)
-    entry = shipped_file(f"{VECTORS_KIND}/{name}", trait)
-    if not entry.is_file():
-        shipped = ", ".join(list_shipped_vectors(name)) or "none"
-        raise PersonaLensError(
-            f"no persona vector for trait {trait!r} is shipped for model {name!r} (shipped: "
-            f"{shipped}). Extract one with `personalens extract --trait {trait} --out "
-            f"runs/{trait}` and load it with PersonaVector.load('runs/{trait}/vector')"
-        )
-    with resources.as_file(entry) as path:
-        return PersonaVector.load(path)
 
 
 # ----------------------------------------------------------------------------- fitting

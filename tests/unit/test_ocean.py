@@ -18,10 +18,8 @@ from personalens.ocean import (
     BIG_FIVE_POLES,
     additive_test,
     fit_line,
-    list_shipped_vectors,
     pole,
     scalar_sweep,
-    shipped_vector,
 )
 from personalens.questionnaire import (
     QuestionnaireResult,
@@ -29,6 +27,7 @@ from personalens.questionnaire import (
     parse_questionnaire,
     score_questionnaire,
 )
+from personalens.shipped_vectors import list_shipped_vectors, shipped_vector
 from personalens.vector import PersonaVector
 
 ROOT = Path(__file__).resolve().parents[2]
