@@ -14,7 +14,7 @@ import torch
 
 pytestmark = pytest.mark.integration
 
-N_SAMPLES = 60
+N_SAMPLES = 30
 BATCH = 6
 MAX_NEW = 8
 
