@@ -22,10 +22,13 @@ def run_resumable(
     desc: str,
     progress: bool = True,
     shard: Shard | None = None,
+    record_key: str = "key",
+    unit: str = "sample",
 ) -> dict[str, dict[str, Any]]:
     """Run ``process`` over ``items`` in chunks; return ``{key: record}`` for every item.
 
-    ``process(chunk)`` returns one record (a JSON-able dict with ``"key"``) per item. With
+    ``process(chunk)`` returns one record (a JSON-able dict with ``"key"``, or the field named
+    by ``record_key``) per item; the result is keyed by that field. With
     ``path``, each finished chunk's records are appended to it (fsynced) and a rerun skips every
     chunk whose items all have records already, so an interruption loses at most one chunk.
     Chunks are fixed by ``items`` order and ``chunk_size``, so a resumed run batches the same way.
@@ -43,7 +46,7 @@ def run_resumable(
     own = shard.log_path(path) if shard is not None and path is not None else path
     done: dict[str, dict[str, Any]] = {}
     if path:
-        done = {r["key"]: r for r in read_logs(path, own)}
+        done = {r[record_key]: r for r in read_logs(path, own)}
     chunks = list(iter_chunks(list(items), chunk_size))
     mine = [c for i, c in enumerate(chunks) if shard is None or shard.owns(i)]
     todo = [c for c in mine if not all(key_of(x) in done for x in c)]
@@ -54,13 +57,13 @@ def run_resumable(
         total = sum(len(c) for c in mine)
         finished = total - sum(len(c) for c in todo)
         label = desc if shard is None else f"{desc} [shard {shard}]"
-        bar = tqdm(total=total, desc=label, unit="sample", initial=finished)
+        bar = tqdm(total=total, desc=label, unit=unit, initial=finished)
     try:
         for chunk in todo:
-            new = [r for r in process(chunk) if r["key"] not in done]
+            new = [r for r in process(chunk) if r[record_key] not in done]
             if own:
                 append_jsonl(own, new)
-            done.update({r["key"]: r for r in new})
+            done.update({r[record_key]: r for r in new})
             if bar:
                 bar.update(len(chunk))
     finally:
@@ -72,7 +75,7 @@ def run_resumable(
         def missing() -> int:
             if all(k in done for k in keys):
                 return 0
-            done.update({r["key"]: r for r in read_logs(path, None)})
+            done.update({r[record_key]: r for r in read_logs(path, None)})
             return sum(1 for k in keys if k not in done)
 
         wait_for(missing, shard, f"{desc} records", path.parent)

@@ -22,12 +22,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._io import append_jsonl, atomic_write_json, check_run_config
+from ._io import atomic_write_json, check_run_config
+from ._resume import run_resumable
 from .chat import as_conversation
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate
 from .judge import Judge, judge_records, make_judge
-from .sharding import Shard, is_leader, read_logs, resolve_shard, wait_for
+from .sharding import Shard, is_leader, resolve_shard
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -176,54 +177,41 @@ def steering_sweep(
 
     cells: list[tuple[int | None, float]] = [(None, 0.0)] if 0.0 in coeffs else []
     cells += [(L, c) for L in layers for c in coeffs if c != 0.0]
-    log = run / "responses.jsonl" if run else None
-    own = worker.log_path(log) if worker is not None and log else log
-    done = {r["cell"]: r for r in read_logs(log, own)} if log else {}
-    mine = [cell for i, cell in enumerate(cells) if worker is None or worker.owns(i)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
 
-        finished = sum(1 for L, c in mine if _cell_key(L, c) in done)
-        label = "sweep cells" if worker is None else f"sweep cells [shard {worker}]"
-        bar = tqdm(total=len(mine), desc=label, unit="cell", initial=finished)
-    try:
-        for L, c in mine:
-            key = _cell_key(L, c)
-            if key in done:
-                continue
-            from .steering import apply_plan
+    def run_cell(chunk: list[tuple[int | None, float]]) -> list[dict[str, Any]]:
+        from .steering import apply_plan
 
-            cfg = replace(gen, progress=False)
-            if L is None:
+        ((L, c),) = chunk
+        cfg = replace(gen, progress=False)
+        if L is None:
+            res = generate(model, conversations, cfg)
+        else:
+            with apply_plan(model, plans[(L, c)]):
                 res = generate(model, conversations, cfg)
-            else:
-                with apply_plan(model, plans[(L, c)]):
-                    res = generate(model, conversations, cfg)
-            row = {
-                "cell": key,
+        samples = zip(res.prompt_index, res.sample_index, res.responses)
+        return [
+            {
+                "cell": _cell_key(L, c),
                 "layer": L,
                 "coeff": c,
                 "samples": [
-                    {"prompt_index": p, "sample_index": s, "response": r}
-                    for p, s, r in zip(res.prompt_index, res.sample_index, res.responses)
+                    {"prompt_index": p, "sample_index": s, "response": r} for p, s, r in samples
                 ],
             }
-            if own:
-                append_jsonl(own, [row])
-            done[key] = row
-            if bar:
-                bar.update(1)
-    finally:
-        if bar:
-            bar.close()
-    if worker is not None and log is not None:
+        ]
 
-        def missing() -> int:
-            done.update({r["cell"]: r for r in read_logs(log, None) if r["cell"] not in done})
-            return sum(1 for L, c in cells if _cell_key(L, c) not in done)
-
-        wait_for(missing, worker, "sweep cells", run)
+    done = run_resumable(
+        cells,
+        lambda cell: _cell_key(*cell),
+        run_cell,
+        path=run / "responses.jsonl" if run else None,
+        chunk_size=1,
+        desc="sweep cells",
+        progress=progress,
+        shard=worker,
+        record_key="cell",
+        unit="cell",
+    )
 
     flat = [
         {
