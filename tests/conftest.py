@@ -50,6 +50,17 @@ def make_tiny_model(tokenizer=None, seed: int = 0, n_layers: int = 3):
     return model
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (restored after; use with ``pytest.mark.usefixtures``): on
+    a busy 2-core machine two OpenMP threads made the HF backend's forwards ~25x slower, with the
+    same results."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return make_tokenizer()

@@ -10,19 +10,9 @@ from personalens.generation import generate
 from personalens.hf_backend import hf_view
 from personalens.steering import steer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
 PROMPTS = ["What is the capital of France?", "Write a haiku about rain.", "Hi!"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread for this module (restored after): on a busy 2-core machine two OpenMP
-    threads made these forwards ~25x slower, with the same results."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,7 @@ PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a stor
 RESPONSES = ["Sure, here it is.", "Four.", "y", "Once upon a time a cat sat."]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread for this module (restored after): on a busy 2-core machine two OpenMP
-    threads made these forwards ~25x slower, with the same results."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _from_hf(hf_model, tokenizer, name):
