@@ -34,7 +34,11 @@ def test_embedded_logits_and_activations_match(embedded_model):
             input_ids=batch.tokens, attention_mask=batch.attention_mask.long(), position_ids=pos
         ).logits
     real = batch.attention_mask
-    torch.testing.assert_close(out[real], tl[real], atol=1e-4, rtol=1e-5)
+    # fp32 summation-order noise between the two attention/MLP implementations scales with the
+    # logits (std ~8, |max| ~38 here): max |diff| was <1e-4 on a Zen 4 and 1.6e-4 on a Xeon, so
+    # allow 1e-4 of the logit std; a real mismatch (positions, bias, norm) is >=1e-2.
+    atol = 1e-4 * tl[real].std().item()
+    torch.testing.assert_close(out[real], tl[real], atol=atol, rtol=1e-5)
 
     responses = ["Paris is the capital.", "Soft rain on the roof", "Hello! How can I help?"]
     a = collect_activations(model, PROMPTS, responses, progress=False)
