@@ -36,6 +36,47 @@ def test_local_dir_resid_basis_and_logits_match_hf(tiny_hf_dir, loaded):
     torch.testing.assert_close(logits, ref.logits, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_one_call_weight_load_equals_transformer_lens_own(tiny_hf_dir, dtype, monkeypatch):
+    """hf_to_hooked loads the state dict in one strict call; TL's own per-key
+    load_and_process_state_dict (every processing flag off) gives bitwise the same weights."""
+    hf, tok = models.load_hf_dir(tiny_hf_dir)
+    ours = models.hf_to_hooked(hf, tok, model_name="m", device="cpu", dtype=dtype)
+
+    def tl_own(model, state_dict):
+        model.load_and_process_state_dict(
+            state_dict,
+            fold_ln=False,
+            center_writing_weights=False,
+            center_unembed=False,
+            fold_value_biases=False,
+            refactor_factored_attn_matrices=False,
+        )
+
+    monkeypatch.setattr(models, "_load_weights", tl_own)
+    reference = models.hf_to_hooked(hf, tok, model_name="m", device="cpu", dtype=dtype)
+    a, b = ours.state_dict(), reference.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype, key
+        assert torch.equal(a[key], b[key]), key
+    assert ours.W_Q.dtype == dtype
+
+
+def test_weight_load_is_strict(tiny_hf_dir):
+    from transformer_lens import HookedTransformer
+
+    model = models.load_model(tiny_hf_dir, device="cpu")
+    state = dict(model.state_dict())
+    state["blocks.0.attn.W_typo"] = state["blocks.0.attn.W_Q"]  # a converter's extra name
+    with pytest.raises(RuntimeError, match="Unexpected key.*W_typo"):
+        models._load_weights(model, state)
+    del state["blocks.0.attn.W_typo"], state["blocks.0.attn.W_Q"]  # TL refuses a missing one
+    with pytest.raises(ValueError, match="missing weight matrices"):
+        models._load_weights(model, state)
+    assert isinstance(model, HookedTransformer)
+
+
 def test_folder_named_llama_loads(loaded, tiny_hf_dir):
     assert "llama" in tiny_hf_dir.name
     assert loaded.cfg.model_name == tiny_hf_dir.name
