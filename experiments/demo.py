@@ -24,6 +24,12 @@ def main() -> None:
     ap.add_argument("--trait", default="evil")
     ap.add_argument("--max-questions", type=int, default=10)
     ap.add_argument("--model", default=None)
+    ap.add_argument(
+        "--backend",
+        choices=("auto", "tl", "hf"),
+        default="auto",
+        help="engine for generation and activations (personalens.hf_backend); auto: HF when exact",
+    )
     args = ap.parse_args()
     out = Path(args.out)
 
@@ -36,7 +42,7 @@ def main() -> None:
     config = ExtractionConfig(max_questions=args.max_questions)
     judge = pl.make_judge("offline")
     t0 = time.perf_counter()
-    result = run_extraction(model, trait, judge, config, run_dir=out)
+    result = run_extraction(model, trait, judge, config, run_dir=out, backend=args.backend)
     minutes = (time.perf_counter() - t0) / 60
     s = result.summary
 

@@ -97,10 +97,11 @@ def summarize_batch(
     *,
     backend: str = "tl",
 ) -> ActivationSet:
-    """Summaries for one batch of tokenised (prompt, response) pairs (``backend``: "tl"/"hf")."""
-    from .hf_backend import check_backend, run_with_layer_hooks
+    """Summaries for one batch of tokenised (prompt, response) pairs (``backend``: "tl", "hf"
+    or "auto", as in :func:`collect_activations`)."""
+    from .hf_backend import resolve_backend, run_with_layer_hooks
 
-    check_backend(backend)
+    backend = resolve_backend(model, backend)
     device = model.cfg.device
     batch = batch_from_ids(prompt_ids, response_ids, pad_id(model.tokenizer), device)
     n, width = batch.tokens.shape
@@ -142,8 +143,13 @@ def collect_activations(
 
     ``responses`` may be text or token ids (ids are used verbatim, so generated tokens are
     not re-tokenised). ``backend="hf"`` runs the forwards on a Hugging Face model sharing the
-    weights (see :mod:`personalens.hf_backend`). Returns an :class:`ActivationSet` in input order.
+    weights (see :mod:`personalens.hf_backend`); ``"auto"`` does so when that is exact for this
+    model and its hooks, else uses TransformerLens. Returns an :class:`ActivationSet` in input
+    order.
     """
+    from .hf_backend import resolve_backend
+
+    backend = resolve_backend(model, backend)  # once, not per batch
     if len(prompts) != len(responses):
         raise PersonaLensError(
             f"{len(prompts)} prompts but {len(responses)} responses: pass one response per prompt"

@@ -36,6 +36,18 @@ def _load(args: argparse.Namespace):
     return load_model(args.model, device=device, dtype=args.dtype)
 
 
+def _add_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("auto", "tl", "hf"),
+        default="auto",
+        help="engine for generation and activations: 'hf' runs a Hugging Face model sharing the "
+        "weights (faster; Llama-style models; applies personalens steering exactly), 'tl' "
+        "TransformerLens; 'auto' (default) takes 'hf' where the model maps, else 'tl'. The "
+        "results agree within float tolerance; not part of a run's identity",
+    )
+
+
 def _add_shard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shard",
@@ -343,10 +355,12 @@ def cmd_steer(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=False,
     )
-    plain = generate(model, args.prompt, config, system=args.system).responses
+    plain = generate(model, args.prompt, config, system=args.system, backend=args.backend)
     handle = _steering_from_args(model, args)
     try:
-        steered = generate(model, args.prompt, config, system=args.system).responses
+        steered = generate(
+            model, args.prompt, config, system=args.system, backend=args.backend
+        ).responses
     finally:
         handle.remove()
     desc = handle.plan.description
@@ -354,7 +368,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     label += (
         f", coeff {','.join(f'{c:g}' for c in desc['coeff'])})" if desc["mode"] == "add" else ")"
     )
-    for prompt, a, b in zip(args.prompt, plain, steered):
+    for prompt, a, b in zip(args.prompt, plain.responses, steered):
         if args.format == "json":
             print(json.dumps({"prompt": prompt, "unsteered": a, "steered": b, "steering": desc}))
         else:
@@ -411,6 +425,7 @@ def cmd_sweep_steer(args: argparse.Namespace) -> int:
         coeff_scale=args.coeff_scale,
         out=args.out,
         progress=not args.quiet,
+        backend=args.backend,
         shard=shard,
     )
     if shard is not None and not shard.is_leader:
@@ -491,7 +506,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
     shard = _shard(args)
     model = _load(args)
     result = run_extraction(
-        model, trait, judge, config, run_dir=args.out, progress=not args.quiet, shard=shard
+        model,
+        trait,
+        judge,
+        config,
+        run_dir=args.out,
+        progress=not args.quiet,
+        backend=args.backend,
+        shard=shard,
     )
     s = result.summary
     print(
@@ -615,6 +637,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             name=name,
             progress=not args.quiet,
+            backend=args.backend,
             shard=shard,
         )
     if shard is not None and not shard.is_leader:
@@ -645,6 +668,7 @@ def _add_screen_parser(sub) -> None:
         "model's own, on the persona vector); resumable",
     )
     _add_model_args(p)
+    _add_backend_arg(p)
     p.add_argument(
         "--vector",
         required=True,
@@ -938,6 +962,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("steer", help="print unsteered and steered completions side by side")
     _add_model_args(p)
+    _add_backend_arg(p)
     _add_steering_args(p, required=True)
     p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
     p.add_argument("--system", default=None, help="system prompt")
@@ -952,6 +977,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="steer at every (layer, coeff), judge trait and coherence; write table and figures",
     )
     _add_model_args(p)
+    _add_backend_arg(p)
     _add_steering_args(p, required=True, sweep=True)
     p.add_argument(
         "--layers", type=int, nargs="+", default=None, help="default: the vector's best layer"
@@ -998,6 +1024,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("extract", help="extract a persona vector into a resumable run directory")
     _add_model_args(p)
+    _add_backend_arg(p)
     p.add_argument("--trait", default=None, help="a shipped trait name (see `personalens traits`)")
     p.add_argument("--trait-file", default=None, help="a trait JSON file")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")

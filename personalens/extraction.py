@@ -578,7 +578,8 @@ def run_extraction(
     """All stages; with ``run_dir`` the run is resumable and writes its artifacts there.
 
     ``backend="hf"`` generates and collects activations on a Hugging Face model sharing the
-    weights (faster; :mod:`personalens.hf_backend`); it is not part of the run's identity.
+    weights (faster; :mod:`personalens.hf_backend`); ``"auto"`` does so when that is exact for
+    this model and its hooks. The backend is not part of the run's identity.
     ``shard="i/n"`` (or a :class:`~personalens.sharding.Shard`): this process is worker ``i``
     of ``n`` sharing ``run_dir``; each worker returns the full result, worker 0 writes the
     artifacts. Not part of the run's identity either.

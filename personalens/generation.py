@@ -222,9 +222,10 @@ def generate(
         prompts: user strings (with ``system`` prepended when given) or full conversations.
         config: a :class:`GenerationConfig`; keyword ``overrides`` replace its fields
             (``generate(model, ps, max_new_tokens=64, temperature=1.0, n=5)``).
-        backend: ``"tl"`` (TransformerLens; runs any hook) or ``"hf"`` (a Hugging Face model
+        backend: ``"tl"`` (TransformerLens; runs any hook), ``"hf"`` (a Hugging Face model
             sharing the weights, faster; applies personalens steering exactly and refuses
-            other hooks; Llama-style models only). See :mod:`personalens.hf_backend`.
+            other hooks; Llama-style models only) or ``"auto"`` (``"hf"`` when that is exact
+            for this model and its hooks, else ``"tl"``). See :mod:`personalens.hf_backend`.
         compile: with ``backend="hf"`` on CUDA, a static KV cache and a decode step compiled
             with ``torch.compile(mode="reduce-overhead")``; pays off for long jobs.
 
@@ -273,11 +274,12 @@ def _run_jobs(
     compile: bool = False,
 ) -> GenerationResult:
     """Generate (conversation index, sample index) jobs; results come back in ``jobs`` order."""
-    from .hf_backend import check_backend
+    from .hf_backend import auto_backend_blockers, resolve_backend
 
-    check_backend(backend)
+    asked, backend = backend, resolve_backend(model, backend)
     if compile and backend != "hf":
-        raise PersonaLensError("compile=True needs backend='hf'")
+        why = f" ('auto' chose 'tl': the model {'; '.join(auto_backend_blockers(model))})"
+        raise PersonaLensError("compile=True needs backend='hf'" + (why if asked == "auto" else ""))
     tokenizer = model.tokenizer
     if tokenizer is None:
         raise PersonaLensError("the model has no tokenizer; load it with personalens.load_model")

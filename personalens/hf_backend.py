@@ -40,6 +40,10 @@ Design:
 * **Refused**: any other hook on the TransformerLens model (a user's ``model.hooks(...)``,
   backward hooks, plain torch hooks on its modules). The HF model cannot run TransformerLens
   hooks and ignoring them would silently change results, so the backend raises instead.
+* **``backend="auto"``** (the command line's default) takes ``"hf"`` exactly when nothing above
+  would refuse it and the model holds only TransformerLens modules (an SAE or adapter spliced
+  into a hook point, or a subclass such as ``HookedSAETransformer``, would be skipped by the HF
+  view); otherwise ``"tl"``. :func:`auto_backend_blockers` says why.
 * **GPU option** ``compile=True`` (generation only; meant for CUDA and not measured yet): the
   decode step compiled with ``torch.compile(mode="reduce-overhead")`` (CUDA graphs) over a
   static cache; the prefill stays eager. See :class:`HFDecoder`.
@@ -65,7 +69,7 @@ from .errors import PersonaLensError
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-BACKENDS = ("tl", "hf")
+BACKENDS = ("tl", "hf", "auto")
 _STATIC_BUCKET = 256  # StaticCache lengths are rounded up to this, so few shapes get compiled
 _KEEP_STATIC = 2  # compile=True caches kept on the view (a full batch and a last, smaller one)
 
@@ -76,9 +80,11 @@ __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "HFDecoder",
     "attached_steering",
+    "auto_backend_blockers",
     "check_backend",
     "drop_hf_view",
     "hf_view",
+    "resolve_backend",
     "run_with_layer_hooks",
     "unsupported_reasons",
 ]
@@ -88,10 +94,48 @@ def check_backend(backend: str) -> str:
     """Validate a ``backend`` argument."""
     if backend not in BACKENDS:
         raise PersonaLensError(
-            f"unknown backend {backend!r}: use 'tl' (TransformerLens, runs any hook) or 'hf' "
-            "(a Hugging Face model sharing the weights; applies personalens steering only)"
+            f"unknown backend {backend!r}: use 'tl' (TransformerLens, runs any hook), 'hf' "
+            "(a Hugging Face model sharing the weights; applies personalens steering only) or "
+            "'auto' ('hf' when that is exact for this model, else 'tl')"
         )
     return backend
+
+
+def auto_backend_blockers(model: HookedTransformer) -> list[str]:
+    """Why ``backend="auto"`` runs ``model`` on TransformerLens (empty: it runs on HF).
+
+    ``"hf"`` is chosen only when it computes what TransformerLens would: a mapped (Llama-style)
+    architecture on one device, nothing but TransformerLens modules (no SAE spliced into a hook
+    point, no adapter layers, not a subclass such as ``HookedSAETransformer``), and no hooks
+    other than personalens steering.
+    """
+    reasons = [f"lacks {need}" for need in unsupported_reasons(model)]
+    foreign = sorted(
+        {
+            f"{type(m).__module__}.{type(m).__name__}"
+            for m in model.modules()
+            if not type(m).__module__.startswith("transformer_lens.")
+        }
+    )
+    if foreign:
+        reasons.append(f"has modules TransformerLens did not build: {', '.join(foreign[:3])}")
+    devices = {p.device for p in model.parameters()}
+    if len(devices) > 1:
+        reasons.append(f"is spread over {len(devices)} devices")
+    if not reasons:
+        try:
+            attached_steering(model)
+        except PersonaLensError as exc:
+            reasons.append(str(exc).split(". ")[0])
+    return reasons
+
+
+def resolve_backend(model: HookedTransformer, backend: str) -> str:
+    """The engine a call runs on: ``backend`` itself, or for ``"auto"`` ``"hf"`` when
+    :func:`auto_backend_blockers` finds nothing and ``"tl"`` otherwise."""
+    if check_backend(backend) != "auto":
+        return backend
+    return "tl" if auto_backend_blockers(model) else "hf"
 
 
 # ----------------------------------------------------------------------------- steering

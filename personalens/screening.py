@@ -371,7 +371,8 @@ def screen(
         batch_size: samples per chunk, per generation batch and per forward batch.
         name: the dataset's name in results and plots (default: the file's stem).
         backend: ``"hf"`` runs generation and projections on a Hugging Face model sharing the
-            weights (faster; :mod:`personalens.hf_backend`); not part of the run's identity.
+            weights (faster; :mod:`personalens.hf_backend`); ``"auto"`` does so when that is
+            exact for this model and its hooks; not part of the run's identity.
         shard: ``"i/n"`` or a :class:`~personalens.sharding.Shard`: this process is worker
             ``i`` of ``n`` sharing ``out`` (one per GPU or node); each does every n-th chunk,
             all return the full result, worker 0 writes the tables. Not part of the identity.

@@ -110,6 +110,7 @@ def steering_sweep(
     reference: Sequence[Any] | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    backend: str = "tl",
     shard: Shard | str | None = None,
 ) -> SteeringSweepResult:
     """Generate and judge under every (layer, coeff); see the module docstring.
@@ -122,11 +123,15 @@ def steering_sweep(
         generation: a :class:`GenerationConfig`; default greedy, 64 new tokens.
         mode, positions, coeff_scale, reference: passed to :func:`personalens.steer`.
         out: a run directory that makes the sweep resumable (see the module docstring).
+        backend: ``"tl"``, ``"hf"`` or ``"auto"``, as in :func:`personalens.generate`; not
+            part of the sweep's identity.
         shard: ``"i/n"`` or a :class:`~personalens.sharding.Shard`: this process is worker
             ``i`` of ``n`` sharing ``out``; all return the full result.
     """
+    from .hf_backend import check_backend
     from .steering import plan_steering, residual_norms
 
+    check_backend(backend)
     worker = resolve_shard(shard)
     if worker is not None and out is None:
         raise PersonaLensError("shard= needs an out directory shared by the workers")
@@ -184,10 +189,10 @@ def steering_sweep(
         ((L, c),) = chunk
         cfg = replace(gen, progress=False)
         if L is None:
-            res = generate(model, conversations, cfg)
+            res = generate(model, conversations, cfg, backend=backend)
         else:
             with apply_plan(model, plans[(L, c)]):
-                res = generate(model, conversations, cfg)
+                res = generate(model, conversations, cfg, backend=backend)
         samples = zip(res.prompt_index, res.sample_index, res.responses)
         return [
             {

@@ -79,6 +79,7 @@ def test_kill_and_resume_gives_the_scores_of_an_uninterrupted_run(embedded_model
         generation=GenerationConfig(max_new_tokens=MAX_NEW, temperature=0.0),
         batch_size=BATCH,
         progress=False,
+        backend="auto",  # the engine the command line picks by default (--backend auto)
     )
 
     out = tmp_path / "killed"

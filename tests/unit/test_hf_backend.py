@@ -360,3 +360,75 @@ def test_screening_and_extraction_activations_on_the_hf_backend(tiny_llama):
         torch.testing.assert_close(b[key].response_avg, a[key].response_avg, atol=1e-4, rtol=1e-4)
     with pytest.raises(PersonaLensError, match="unknown backend"):
         screen(tiny_llama, vec, rows, backend="fast", **kw)
+
+
+# ----------------------------------------------------------------------------- backend="auto"
+
+
+class _SplicedFeature(torch.nn.Module):
+    """Stands in for an SAE or adapter spliced into a hook point (not a TransformerLens module)."""
+
+    def forward(self, x):
+        return x * 0.5
+
+
+def test_auto_takes_hf_exactly_when_it_is_exact(tiny_llama):
+    from personalens.hf_backend import auto_backend_blockers, resolve_backend
+
+    vec = _vec(tiny_llama)
+    assert auto_backend_blockers(tiny_llama) == []
+    assert resolve_backend(tiny_llama, "auto") == "hf"
+    assert resolve_backend(tiny_llama, "tl") == "tl"
+    with steer(tiny_llama, vec, coeff=2.0, layers=[1], positions="all"):
+        assert resolve_backend(tiny_llama, "auto") == "hf"  # personalens steering maps exactly
+        auto = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="auto")
+        hf = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="hf")
+        assert auto.response_tokens == hf.response_tokens
+        a = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="auto")
+        b = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="hf")
+        assert torch.equal(a.response_avg, b.response_avg)
+    user = [(hook_name(1), lambda resid, hook: resid * 2)]
+    with tiny_llama.hooks(fwd_hooks=user):  # a user's own hook: only TransformerLens runs it
+        assert resolve_backend(tiny_llama, "auto") == "tl"
+        assert "not personalens steering" in auto_backend_blockers(tiny_llama)[0]
+        auto = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="auto")
+        tl = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="tl")
+        assert auto.response_tokens == tl.response_tokens
+        a = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="auto")
+        b = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="tl")
+        assert torch.equal(a.prompt_avg, b.prompt_avg)
+        with pytest.raises(PersonaLensError, match="'auto' chose 'tl'.*not personalens steering"):
+            generate(tiny_llama, PROMPTS[:1], max_new_tokens=2, backend="auto", compile=True)
+
+
+def test_auto_falls_back_to_tl_for_spliced_modules_and_unmapped_models(tokenizer):
+    from personalens.hf_backend import auto_backend_blockers, resolve_backend
+
+    model = make_tiny_llama(tokenizer)
+    original = model.blocks[1].hook_resid_post
+    model.blocks[1].hook_resid_post = _SplicedFeature()  # how sae-lens splices an SAE in
+    try:
+        (why,) = auto_backend_blockers(model)
+        assert "did not build" in why and "_SplicedFeature" in why
+        assert resolve_backend(model, "auto") == "tl"
+        auto = collect_activations(model, PROMPTS, RESPONSES, backend="auto")
+        tl = collect_activations(model, PROMPTS, RESPONSES, backend="tl")
+        assert torch.equal(auto.response_avg, tl.response_avg)  # the splice is honoured
+    finally:
+        model.blocks[1].hook_resid_post = original
+    assert resolve_backend(model, "auto") == "hf"
+
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=len(tokenizer), n_ctx=64,
+        act_fn="gelu", normalization_type="LN", original_architecture="GPT2LMHeadModel",
+        device="cpu",
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        gpt2ish = HookedTransformer(cfg, tokenizer, default_padding_side="left")
+    assert resolve_backend(gpt2ish, "auto") == "tl"
+    assert auto_backend_blockers(gpt2ish)[0].startswith("lacks ")
+    auto = generate(gpt2ish, PROMPTS[:2], max_new_tokens=3, backend="auto")
+    assert auto.response_tokens == generate(gpt2ish, PROMPTS[:2], max_new_tokens=3).response_tokens

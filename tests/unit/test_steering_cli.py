@@ -119,3 +119,23 @@ def test_sweep_steer_writes_table_and_figures(capsys, tiny_hf_dir, vector_file, 
     assert "trait" in out
     code, _, err = _run(capsys, *args)  # resumes: nothing new to do
     assert code == 0, err
+
+
+def test_steer_backends_agree(capsys, tiny_hf_dir, vector_file):
+    """--backend auto (the default) takes the HF engine for this Llama folder; tl and hf print
+    the same greedy completions."""
+    outs = {}
+    for backend in ("tl", "hf", "auto"):
+        code, out, err = _run(
+            capsys,
+            "steer", "--model", str(tiny_hf_dir), "--vector", str(vector_file),
+            "--layer", "1", "--coeff", "8", "--prompt", "Hello there",
+            "--max-new-tokens", "6", "--format", "json", "--backend", backend,
+        )  # fmt: skip
+        assert code == 0, err
+        outs[backend] = out
+    assert outs["tl"] == outs["hf"] == outs["auto"]
+    with pytest.raises(SystemExit):
+        main(["steer", "--model", str(tiny_hf_dir), "--vector", str(vector_file),
+              "--prompt", "Hi", "--backend", "vllm"])  # fmt: skip
+    assert "invalid choice: 'vllm'" in capsys.readouterr().err
