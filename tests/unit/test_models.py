@@ -63,6 +63,25 @@ def test_one_call_weight_load_equals_transformer_lens_own(tiny_hf_dir, dtype, mo
     assert ours.W_Q.dtype == dtype
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_load_skips_fp32_with_the_same_weights(tiny_hf_dir, dtype, monkeypatch):
+    """load_model(dtype=bf16/fp16) reads the HF weights at that precision; the weights equal
+    those of the fp32 route (load in fp32, convert, cast) bit for bit."""
+    hf, tok = models.load_hf_dir(tiny_hf_dir, dtype=torch.float32)
+    via_fp32 = models.hf_to_hooked(hf, tok, model_name="m", device="cpu", dtype=dtype)
+    seen = []
+    real = models.load_hf_dir
+    monkeypatch.setattr(
+        models, "load_hf_dir", lambda path, dtype: seen.append(dtype) or real(path, dtype=dtype)
+    )
+    direct = models.load_model(tiny_hf_dir, device="cpu", dtype=dtype)
+    assert seen == [dtype]
+    a, b = direct.state_dict(), via_fp32.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype and torch.equal(a[key], b[key]), key
+
+
 def test_weight_load_is_strict(tiny_hf_dir):
     from transformer_lens import HookedTransformer
 
