@@ -6,7 +6,7 @@ import warnings
 import pytest
 import torch
 
-from personalens.activations import collect_activations
+from personalens.activations import VARIANTS, collect_activations
 from personalens.chat import tokenize_prompts
 from personalens.conventions import hook_name
 from personalens.errors import PersonaLensError
@@ -372,6 +372,18 @@ class _SplicedFeature(torch.nn.Module):
         return x * 0.5
 
 
+def _assert_auto_runs_on(model, engine):
+    """backend="auto" gives exactly what ``engine`` gives: tokens and activations."""
+    auto = generate(model, PROMPTS, max_new_tokens=8, backend="auto")
+    assert (
+        auto.response_tokens
+        == generate(model, PROMPTS, max_new_tokens=8, backend=engine).response_tokens
+    )
+    a = collect_activations(model, PROMPTS, RESPONSES, backend="auto")
+    b = collect_activations(model, PROMPTS, RESPONSES, backend=engine)
+    assert all(torch.equal(a.variant(v), b.variant(v)) for v in VARIANTS)
+
+
 def test_auto_takes_hf_exactly_when_it_is_exact(tiny_llama):
     from personalens.hf_backend import auto_backend_blockers, resolve_backend
 
@@ -381,22 +393,12 @@ def test_auto_takes_hf_exactly_when_it_is_exact(tiny_llama):
     assert resolve_backend(tiny_llama, "tl") == "tl"
     with steer(tiny_llama, vec, coeff=2.0, layers=[1], positions="all"):
         assert resolve_backend(tiny_llama, "auto") == "hf"  # personalens steering maps exactly
-        auto = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="auto")
-        hf = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="hf")
-        assert auto.response_tokens == hf.response_tokens
-        a = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="auto")
-        b = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="hf")
-        assert torch.equal(a.response_avg, b.response_avg)
+        _assert_auto_runs_on(tiny_llama, "hf")
     user = [(hook_name(1), lambda resid, hook: resid * 2)]
     with tiny_llama.hooks(fwd_hooks=user):  # a user's own hook: only TransformerLens runs it
         assert resolve_backend(tiny_llama, "auto") == "tl"
         assert "not personalens steering" in auto_backend_blockers(tiny_llama)[0]
-        auto = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="auto")
-        tl = generate(tiny_llama, PROMPTS, max_new_tokens=8, backend="tl")
-        assert auto.response_tokens == tl.response_tokens
-        a = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="auto")
-        b = collect_activations(tiny_llama, PROMPTS, RESPONSES, backend="tl")
-        assert torch.equal(a.prompt_avg, b.prompt_avg)
+        _assert_auto_runs_on(tiny_llama, "tl")
         with pytest.raises(PersonaLensError, match="'auto' chose 'tl'.*not personalens steering"):
             generate(tiny_llama, PROMPTS[:1], max_new_tokens=2, backend="auto", compile=True)
 
@@ -411,9 +413,7 @@ def test_auto_falls_back_to_tl_for_spliced_modules_and_unmapped_models(tokenizer
         (why,) = auto_backend_blockers(model)
         assert "did not build" in why and "_SplicedFeature" in why
         assert resolve_backend(model, "auto") == "tl"
-        auto = collect_activations(model, PROMPTS, RESPONSES, backend="auto")
-        tl = collect_activations(model, PROMPTS, RESPONSES, backend="tl")
-        assert torch.equal(auto.response_avg, tl.response_avg)  # the splice is honoured
+        _assert_auto_runs_on(model, "tl")  # the splice is honoured
     finally:
         model.blocks[1].hook_resid_post = original
     assert resolve_backend(model, "auto") == "hf"
@@ -430,5 +430,4 @@ def test_auto_falls_back_to_tl_for_spliced_modules_and_unmapped_models(tokenizer
         gpt2ish = HookedTransformer(cfg, tokenizer, default_padding_side="left")
     assert resolve_backend(gpt2ish, "auto") == "tl"
     assert auto_backend_blockers(gpt2ish)[0].startswith("lacks ")
-    auto = generate(gpt2ish, PROMPTS[:2], max_new_tokens=3, backend="auto")
-    assert auto.response_tokens == generate(gpt2ish, PROMPTS[:2], max_new_tokens=3).response_tokens
+    _assert_auto_runs_on(gpt2ish, "tl")
