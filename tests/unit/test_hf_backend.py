@@ -421,7 +421,7 @@ def test_auto_falls_back_to_tl_for_spliced_modules_and_unmapped_models(tokenizer
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
-        n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=len(tokenizer), n_ctx=64,
+        n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=len(tokenizer), n_ctx=256,
         act_fn="gelu", normalization_type="LN", original_architecture="GPT2LMHeadModel",
         device="cpu",
     )  # fmt: skip
