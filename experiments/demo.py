@@ -16,6 +16,7 @@ from pathlib import Path
 
 import personalens as pl
 from personalens.extraction import ExtractionConfig, run_extraction
+from personalens.hf_backend import BACKENDS
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument(
         "--backend",
-        choices=("auto", "tl", "hf"),
+        choices=BACKENDS,
         default="auto",
         help="engine for generation and activations (personalens.hf_backend); auto: HF when exact",
     )

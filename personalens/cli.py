@@ -39,7 +39,7 @@ def _load(args: argparse.Namespace):
 def _add_backend_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
-        choices=("auto", "tl", "hf"),
+        choices=("auto", "tl", "hf"),  # hf_backend.BACKENDS, spelled out: it imports torch
         default="auto",
         help="engine for generation and activations: 'hf' runs a Hugging Face model sharing the "
         "weights (faster; Llama-style models; applies personalens steering exactly), 'tl' "
@@ -355,7 +355,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=False,
     )
-    plain = generate(model, args.prompt, config, system=args.system, backend=args.backend)
+    plain = generate(model, args.prompt, config, system=args.system, backend=args.backend).responses
     handle = _steering_from_args(model, args)
     try:
         steered = generate(
@@ -368,7 +368,7 @@ def cmd_steer(args: argparse.Namespace) -> int:
     label += (
         f", coeff {','.join(f'{c:g}' for c in desc['coeff'])})" if desc["mode"] == "add" else ")"
     )
-    for prompt, a, b in zip(args.prompt, plain.responses, steered):
+    for prompt, a, b in zip(args.prompt, plain, steered):
         if args.format == "json":
             print(json.dumps({"prompt": prompt, "unsteered": a, "steered": b, "steering": desc}))
         else:

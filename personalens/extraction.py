@@ -43,7 +43,7 @@ from .activations import VARIANTS, ActivationSet, summarize_batch
 from .chat import as_conversation, encode_chat
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate_samples
-from .hf_backend import check_backend
+from .hf_backend import resolve_backend
 from .judge import Judge, JudgeItem, judge_records
 from .metrics import roc_auc
 from .sharding import Shard, is_leader, resolve_shard, wait_for
@@ -584,7 +584,7 @@ def run_extraction(
     of ``n`` sharing ``run_dir``; each worker returns the full result, worker 0 writes the
     artifacts. Not part of the run's identity either.
     """
-    check_backend(backend)
+    backend = resolve_backend(model, backend)  # once for every stage and chunk
     worker = resolve_shard(shard)
     if worker is not None and run_dir is None:
         raise PersonaLensError("shard= needs a run_dir shared by the workers")

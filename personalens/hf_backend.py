@@ -122,11 +122,9 @@ def auto_backend_blockers(model: HookedTransformer) -> list[str]:
     devices = {p.device for p in model.parameters()}
     if len(devices) > 1:
         reasons.append(f"is spread over {len(devices)} devices")
-    if not reasons:
-        try:
-            attached_steering(model)
-        except PersonaLensError as exc:
-            reasons.append(str(exc).split(". ")[0])
+    foreign_hooks = _scan_hooks(model)[1]
+    if foreign_hooks:
+        reasons.append(_not_steering(foreign_hooks))
     return reasons
 
 
@@ -141,13 +139,9 @@ def resolve_backend(model: HookedTransformer, backend: str) -> str:
 # ----------------------------------------------------------------------------- steering
 
 
-def attached_steering(model: HookedTransformer) -> list[tuple[Any, Any]]:
-    """``(LayerEdit, positions)`` of each personalens steering hook on ``model``, in run order.
-
-    Raises :class:`PersonaLensError` when ``model`` has any other hook (a user's
-    ``model.hooks(...)``, backward hooks, torch hooks on its modules): the HF backend cannot run
-    them and will not ignore them.
-    """
+def _scan_hooks(model: HookedTransformer) -> tuple[list[tuple[Any, Any]], list[str]]:
+    """``(steering, foreign)``: each personalens steering hook's ``(LayerEdit, positions)`` in
+    run order, and a description of every other hook on ``model``."""
     from .conventions import hook_name
     from .steering import _ForwardContext
 
@@ -170,14 +164,27 @@ def attached_steering(model: HookedTransformer) -> list[tuple[Any, Any]]:
                 foreign.append(f"{name or 'model'} (pre-hook {getattr(fn, '__name__', fn)!r})")
         if module._backward_hooks or module._backward_pre_hooks:
             foreign.append(f"{name or 'model'} (backward hook)")
+    return found, foreign
+
+
+def _not_steering(foreign: list[str]) -> str:
+    shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+    return f"has hooks that are not personalens steering: {shown}"
+
+
+def attached_steering(model: HookedTransformer) -> list[tuple[Any, Any]]:
+    """``(LayerEdit, positions)`` of each personalens steering hook on ``model``, in run order.
+
+    Raises :class:`PersonaLensError` when ``model`` has any other hook (a user's
+    ``model.hooks(...)``, backward hooks, torch hooks on its modules): the HF backend cannot run
+    them and will not ignore them.
+    """
+    found, foreign = _scan_hooks(model)
     if foreign:
-        shown = ", ".join(foreign[:3]) + (
-            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
-        )
         raise PersonaLensError(
-            f"the model has hooks that are not personalens steering: {shown}. The Hugging Face "
-            "backend applies only personalens steering (steer/add_steering) and cannot run other "
-            "hooks; use backend='tl' to run them, or remove them."
+            f"the model {_not_steering(foreign)}. The Hugging Face backend applies only "
+            "personalens steering (steer/add_steering) and cannot run other hooks; use "
+            "backend='tl' to run them, or remove them."
         )
     return found
 

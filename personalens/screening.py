@@ -48,7 +48,7 @@ from .chat import Message, as_conversation, encode_chat, encode_response
 from .conventions import check_layer
 from .errors import PersonaLensError
 from .generation import GenerationConfig, generate_samples
-from .hf_backend import check_backend
+from .hf_backend import resolve_backend
 from .sharding import Shard, is_leader, resolve_shard
 
 if TYPE_CHECKING:
@@ -392,7 +392,7 @@ def screen(
         raise PersonaLensError(f"the vector is zero at layer {L}: nothing to project onto")
     if batch_size < 1:
         raise PersonaLensError(f"batch_size must be >= 1, got {batch_size}")
-    check_backend(backend)
+    backend = resolve_backend(model, backend)  # once for every stage and chunk
     worker = resolve_shard(shard)
     if worker is not None and out is None:
         raise PersonaLensError("shard= needs an out directory shared by the workers")

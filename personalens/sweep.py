@@ -128,10 +128,10 @@ def steering_sweep(
         shard: ``"i/n"`` or a :class:`~personalens.sharding.Shard`: this process is worker
             ``i`` of ``n`` sharing ``out``; all return the full result.
     """
-    from .hf_backend import check_backend
+    from .hf_backend import resolve_backend
     from .steering import plan_steering, residual_norms
 
-    check_backend(backend)
+    backend = resolve_backend(model, backend)  # once for every cell
     worker = resolve_shard(shard)
     if worker is not None and out is None:
         raise PersonaLensError("shard= needs an out directory shared by the workers")

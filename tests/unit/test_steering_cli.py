@@ -8,6 +8,7 @@ import torch
 
 from personalens.cli import main
 from personalens.control_vector import export_control_vector
+from personalens.hf_backend import BACKENDS
 from personalens.vector import PersonaVector
 
 
@@ -125,7 +126,7 @@ def test_steer_backends_agree(capsys, tiny_hf_dir, vector_file):
     """--backend auto (the default) takes the HF engine for this Llama folder; tl and hf print
     the same greedy completions."""
     outs = {}
-    for backend in ("tl", "hf", "auto"):
+    for backend in BACKENDS:  # the CLI's choices spell out hf_backend.BACKENDS
         code, out, err = _run(
             capsys,
             "steer", "--model", str(tiny_hf_dir), "--vector", str(vector_file),
