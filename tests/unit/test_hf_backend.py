@@ -142,7 +142,8 @@ def test_view_rebuilt_when_weights_are_replaced(tokenizer):
     torch.testing.assert_close(hf[real], tl[real], atol=1e-4, rtol=1e-4)
 
 
-def test_unmappable_architecture_is_refused(tokenizer):
+def _gpt2ish(tokenizer):
+    """A tiny GPT-2-style HookedTransformer: LayerNorm, GELU, no rotary; the HF view cannot map it."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     cfg = HookedTransformerConfig(
@@ -152,7 +153,7 @@ def test_unmappable_architecture_is_refused(tokenizer):
         d_head=8,
         d_mlp=32,
         d_vocab=len(tokenizer),
-        n_ctx=64,
+        n_ctx=256,
         act_fn="gelu",
         normalization_type="LN",
         original_architecture="GPT2LMHeadModel",
@@ -160,7 +161,11 @@ def test_unmappable_architecture_is_refused(tokenizer):
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        gpt2ish = HookedTransformer(cfg, tokenizer, default_padding_side="left")
+        return HookedTransformer(cfg, tokenizer, default_padding_side="left")
+
+
+def test_unmappable_architecture_is_refused(tokenizer):
+    gpt2ish = _gpt2ish(tokenizer)
     assert unsupported_reasons(gpt2ish)
     for call in (
         lambda: hf_view(gpt2ish),
@@ -418,16 +423,7 @@ def test_auto_falls_back_to_tl_for_spliced_modules_and_unmapped_models(tokenizer
         model.blocks[1].hook_resid_post = original
     assert resolve_backend(model, "auto") == "hf"
 
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=1, d_model=16, n_heads=2, d_head=8, d_mlp=32, d_vocab=len(tokenizer), n_ctx=256,
-        act_fn="gelu", normalization_type="LN", original_architecture="GPT2LMHeadModel",
-        device="cpu",
-    )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        gpt2ish = HookedTransformer(cfg, tokenizer, default_padding_side="left")
+    gpt2ish = _gpt2ish(tokenizer)
     assert resolve_backend(gpt2ish, "auto") == "tl"
     assert auto_backend_blockers(gpt2ish)[0].startswith("lacks ")
     _assert_auto_runs_on(gpt2ish, "tl")
