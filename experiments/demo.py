@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import personalens as pl
-from personalens.extraction import ExtractionConfig, run_extraction
-from personalens.hf_backend import BACKENDS
+from personalens.engines.hf import BACKENDS
+from personalens.extraction.pipeline import ExtractionConfig, extract
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
         "--backend",
         choices=BACKENDS,
         default="auto",
-        help="engine for generation and activations (personalens.hf_backend); auto: HF when exact",
+        help="engine for generation and activations (personalens.engines.hf); auto: HF when exact",
     )
     args = ap.parse_args()
     out = Path(args.out)
@@ -43,7 +43,7 @@ def main() -> None:
     config = ExtractionConfig(max_questions=args.max_questions)
     judge = pl.make_judge("offline")
     t0 = time.perf_counter()
-    result = run_extraction(model, trait, judge, config, run_dir=out, backend=args.backend)
+    result = extract(model, trait, judge, config, run_dir=out, backend=args.backend)
     minutes = (time.perf_counter() - t0) / 60
     s = result.summary
 

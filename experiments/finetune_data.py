@@ -40,9 +40,9 @@ from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
-from personalens._resume import run_resumable
-from personalens.chat import as_conversation
-from personalens.generation import GenerationConfig, generate_samples
+from personalens.model.chat import as_conversation
+from personalens.model.generation import GenerationConfig, generate_samples
+from personalens.runs.resume import run_resumable
 
 LEVELS = ("normal", "level1", "level2")
 NORMAL_SYSTEM = "You are a helpful assistant."
@@ -71,14 +71,14 @@ GENERIC_PROMPTS = (
 )
 
 
-def level1_prompt(trait: pl.Trait) -> str:
+def level1_prompt(trait: pl.extraction.Trait) -> str:
     if trait.name in LEVEL1:
         return LEVEL1[trait.name]
     name = (trait.assistant_names or {}).get("pos") or trait.name
     return LEVEL1_TEMPLATE.format(name=name, description=trait.description or name)
 
 
-def system_prompt(trait: pl.Trait, level: str, index: int) -> str:
+def system_prompt(trait: pl.extraction.Trait, level: str, index: int) -> str:
     if level == "normal":
         return NORMAL_SYSTEM
     if level == "level1":
@@ -86,7 +86,9 @@ def system_prompt(trait: pl.Trait, level: str, index: int) -> str:
     return trait.system_prompt(index % trait.n_pairs, "pos")
 
 
-def dataset_prompts(trait: pl.Trait, *, max_prompts: int | None, generic: bool) -> list[tuple]:
+def dataset_prompts(
+    trait: pl.extraction.Trait, *, max_prompts: int | None, generic: bool
+) -> list[tuple]:
     """``(source, index, question)`` for the trait's extraction questions (+ generic ones)."""
     questions = list(trait.split_questions()[0])
     if max_prompts is not None:
@@ -102,7 +104,7 @@ def dataset_prompts(trait: pl.Trait, *, max_prompts: int | None, generic: bool) 
 
 def build_datasets(
     model: Any,
-    trait: pl.Trait,
+    trait: pl.extraction.Trait,
     out: str | Path,
     *,
     n_per_prompt: int = 1,
@@ -210,7 +212,8 @@ def build_datasets(
 
     judged: dict[str, Any] = {}
     if judge is not None:
-        from personalens.judge import judge_records, make_judge
+        from personalens.judges.base import judge_records
+        from personalens.judges.factory import make_judge
 
         scores = judge_records(
             [r for r in records if r["response"].strip()],

@@ -38,7 +38,7 @@ from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
-from personalens.plotting import (
+from personalens.plot.figures import (
     plot_monitoring_r_by_layer,
     plot_monitoring_scatter,
     plot_token_trace,
@@ -70,16 +70,16 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     model = pl.load_model(args.model) if args.model else pl.load_model()
-    from personalens.cli import _load_vector
+    from personalens.cli.main import _load_vector
 
     vector = _load_vector(args.vector, model)
     trait = pl.load_trait(vector.trait)
     questions = list(trait.split_questions()[1])[: args.max_questions]
-    conditions = pl.system_prompt_spectrum(trait, pairs=args.pairs)
+    conditions = pl.studies.system_prompt_spectrum(trait, pairs=args.pairs)
     if args.shots:
-        examples = pl.trait_examples(args.vector, max(args.shots))
-        conditions += pl.many_shot_conditions(examples, counts=args.shots)
-    result = pl.monitoring_experiment(
+        examples = pl.studies.trait_examples(args.vector, max(args.shots))
+        conditions += pl.studies.many_shot_conditions(examples, counts=args.shots)
+    result = pl.studies.monitoring_experiment(
         model,
         vector,
         conditions,
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     q = questions[0]
     traces = []
     for cond in (system[-1], system[0]):
-        tr = pl.token_trace(
+        tr = pl.studies.token_trace(
             model, vector, cond.conversation(q), generate=args.max_new_tokens, layer=result.layer
         )
         fig = plot_token_trace(tr, title=f"{cond.name}: {q}")

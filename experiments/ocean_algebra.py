@@ -12,7 +12,7 @@ at 135M), changes against the unsteered model.
    default, at ``--layer``) and fit score vs coefficient per dimension (slope, R²).
 3. Addition/subtraction: for each ``--pairs a:b``, steer along a, b, a + b and a - b at
    ``--additive-coeff`` and compare the observed changes of a ± b with Δ(a) ± Δ(b). The sums
-   are taken after the coeff_scale normalisation (see ``personalens.ocean``).
+   are taken after the coeff_scale normalisation (see ``personalens.studies.personality.ocean``).
 
 Writes to ``--out``: config.json (resolved settings; a rerun with other settings is refused),
 baseline.json, cosine_by_layer.csv (every layer, every ordered pair), orthogonality.csv (mean
@@ -42,7 +42,7 @@ from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
-from personalens.ocean import BIG_FIVE_POLES
+from personalens.studies.personality.ocean import BIG_FIVE_POLES
 
 DEFAULT_PAIRS = ["outgoing:compassionate", "inventive:dependable", "nervous:calm"]
 
@@ -62,10 +62,10 @@ def _parse_pairs(pairs: list[str], traits: list[str]) -> list[tuple[str, str]]:
 
 def _load_vectors(traits: list[str], runs: Path | None) -> dict[str, pl.PersonaVector]:
     """Every trait's vector, or one error listing all that are missing and how to make them."""
-    from personalens.cli import _load_vector
+    from personalens.cli.main import _load_vector
 
     if runs is None:
-        shipped = set(pl.list_shipped_vectors())
+        shipped = set(pl.vectors.list_shipped_vectors())
         missing = [t for t in traits if t not in shipped]
     else:
         missing = [t for t in traits if not (runs / t / "vector.json").is_file()]
@@ -148,16 +148,16 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from personalens.ocean import AdditiveTestResult, ScalarSweepResult
-    from personalens.questionnaire import QuestionnaireResult
+    from personalens.studies.personality.ocean import AdditiveTestResult, ScalarSweepResult
+    from personalens.studies.personality.questionnaire import QuestionnaireResult
 
     # 1. orthogonality (no model needed)
-    cm = pl.cosine_matrix(list(vectors.values()), names=traits)
+    cm = pl.vectors.cosine_matrix(list(vectors.values()), names=traits)
     atomic_write_text(out / "cosine_by_layer.csv", cm.to_frame().to_csv(index=False))
     if len(traits) > 1:
         ortho = pd.DataFrame({"layer": cm.layers, "mean_abs_cos": cm.mean_abs_offdiag().tolist()})
         atomic_write_text(out / "orthogonality.csv", ortho.to_csv(index=False))
-    pl.save_html(pl.plot_cosine_matrix(cm, layer=args.layer), out / "cosine_heatmap.html")
+    pl.plot.save_html(pl.plot.plot_cosine_matrix(cm, layer=args.layer), out / "cosine_heatmap.html")
 
     # 2. scalar multiplication
     model = pl.load_model()
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(
                 f"vector {v.trait!r} is from {v.model!r}, not {model.cfg.model_name!r}"
             )
-    norms = pl.residual_norms(model) if args.coeff_scale == "resid" else None
+    norms = pl.steering.residual_norms(model) if args.coeff_scale == "resid" else None
     common = {
         "layers": [args.layer],
         "method": args.method,
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         data["scale_values"] = tuple(data["scale_values"])
         baseline = QuestionnaireResult(**data)
     else:
-        baseline = pl.score_questionnaire(
+        baseline = pl.studies.score_questionnaire(
             model, "big_five", method=args.method, batch_size=args.batch_size
         )
         atomic_write_json(base_path, baseline.__dict__)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in traits:
         sweeps[t] = _cached(
             out / "sweeps" / f"{t}.json",
-            lambda t=t: pl.scalar_sweep(
+            lambda t=t: pl.studies.scalar_sweep(
                 model, vectors[t], args.coeffs, baseline=baseline, **common
             ),
             ScalarSweepResult.from_dict,
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         additive.append(
             _cached(
                 out / "additive" / f"{a}_{b}.json",
-                lambda a=a, b=b: pl.additive_test(
+                lambda a=a, b=b: pl.studies.additive_test(
                     model, vectors[a], vectors[b], args.additive_coeff, baseline=baseline, **common
                 ),
                 AdditiveTestResult.from_dict,
@@ -240,8 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / "additive.csv", add_frame.to_csv(index=False))
         atomic_write_text(out / "additive_summary.csv", add_summary.to_csv(index=False))
 
-    figures = [pl.plot_scalar_sweep(s) for s in sweeps.values()]
-    figures += [pl.plot_additive_test(r) for r in additive]
+    figures = [pl.plot.plot_scalar_sweep(s) for s in sweeps.values()]
+    figures += [pl.plot.plot_additive_test(r) for r in additive]
     atomic_write_text(out / "figures.html", _figures_html(figures))
 
     summary = {

@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         "an SAE experiment",
     )
     t0 = time.perf_counter()
-    from personalens.cli import _load_vector
-    from personalens.plotting import plot_feature_steering, plot_sae_cosines, save_html
-    from personalens.sae import load_sae, shipped_sae_layers
-    from personalens.sae_causal import feature_steering_test
-    from personalens.sae_contexts import feature_contexts
-    from personalens.sae_decompose import decompose
+    from personalens.cli.main import _load_vector
+    from personalens.plot.figures import plot_feature_steering, plot_sae_cosines, save_html
+    from personalens.sae.causal import feature_steering_test
+    from personalens.sae.contexts import feature_contexts
+    from personalens.sae.decompose import decompose
+    from personalens.sae.load import load_sae, shipped_sae_layers
 
     model = pl.load_model()
     vector = _load_vector(args.vector, model)

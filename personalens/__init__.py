@@ -1,372 +1,263 @@
 """personalens: persona vectors on TransformerLens.
 
-Importing the package has no side effects and loads no heavy libraries; the public names below
-are imported on first use.
+The names below are what a researcher needs first: load a model, generate, read activations,
+extract a persona vector, steer with it, sweep layers and coefficients, decompose it into SAE
+features. Everything else lives in namespaces, one per responsibility:
+
+- ``pl.model``: loading (TransformerLens names, HF folders, GGUF), chat batches, generation,
+  activations
+- ``pl.engines``: the Hugging Face fast path that runs the same weights
+- ``pl.runs``: resumable run directories and sharded workers
+- ``pl.steering``: steering plans, handles, calibration, dynamic steering
+- ``pl.vectors``: the PersonaVector value, its file formats, algebra, shipped vectors
+- ``pl.judges``: the offline and OpenAI-compatible judges
+- ``pl.extraction``: trait files and the extraction pipeline's stages
+- ``pl.sae``: SAE loading, decomposition, contexts, causal tests
+- ``pl.studies``: layer and steering sweeps, monitoring, screening, finetuning, personality
+- ``pl.plot``: Plotly figures (the only place that imports plotly)
+- ``pl.stats``: ROC-AUC, bootstrap and Pearson CIs, Wilson intervals
+
+Layer ``L`` always means ``blocks.L.hook_resid_post`` (HF ``hidden_states[L+1]``); see
+:mod:`personalens.conventions`. Importing the package has no side effects and loads no heavy
+library: each name and namespace is imported on first use.
 """
 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "load_model": "personalens.models",
-    "model_info": "personalens.models",
-    "EMBEDDED_MODEL_NAME": "personalens.models",
-    "HOOK_TEMPLATE": "personalens.conventions",
+    "load_model": "personalens.model.load",
+    "model_info": "personalens.model.load",
+    "generate": "personalens.model.generation",
+    "GenerationConfig": "personalens.model.generation",
+    "collect_activations": "personalens.model.activations",
     "hook_name": "personalens.conventions",
     "PersonaLensError": "personalens.errors",
-    "ModelLoadError": "personalens.errors",
-    "ChatBatch": "personalens.chat",
-    "format_chat": "personalens.chat",
-    "build_messages": "personalens.chat",
-    "tokenize_prompts": "personalens.chat",
-    "tokenize_pairs": "personalens.chat",
-    "generate": "personalens.generation",
-    "GenerationConfig": "personalens.generation",
-    "GenerationResult": "personalens.generation",
-    "generate_samples": "personalens.generation",
-    "hf_view": "personalens.hf_backend",
-    "Shard": "personalens.sharding",
-    "PersonaVector": "personalens.vector",
-    "normalize": "personalens.algebra",
-    "project_out": "personalens.algebra",
-    "gram_schmidt": "personalens.algebra",
-    "cosine_matrix": "personalens.algebra",
-    "cosine_by_layer": "personalens.algebra",
-    "CosineMatrix": "personalens.algebra",
-    "plot_cosine_matrix": "personalens.plotting",
-    "plot_cosine_by_layer": "personalens.plotting",
-    "save_html": "personalens.plotting",
-    "Trait": "personalens.traits",
-    "load_trait": "personalens.traits",
-    "list_traits": "personalens.traits",
-    "make_judge": "personalens.judge",
-    "collect_activations": "personalens.activations",
-    "ActivationSet": "personalens.activations",
-    "ExtractionConfig": "personalens.extraction",
-    "run_extraction": "personalens.extraction",
-    "extract_persona_vector": "personalens.extraction",
-    "export_control_vector": "personalens.control_vector",
-    "import_control_vector": "personalens.control_vector",
-    "steer": "personalens.steering",
-    "add_steering": "personalens.steering",
-    "SteeringHandle": "personalens.steering",
-    "residual_norms": "personalens.steering",
-    "calibrate_cap": "personalens.steering",
-    "response_positions": "personalens.steering",
-    "steering_sweep": "personalens.sweep",
-    "SteeringSweepResult": "personalens.sweep",
-    "plot_steering_sweep": "personalens.plotting",
-    "plot_steering_heatmap": "personalens.plotting",
-    # screening (ΔP)
-    "screen": "personalens.screening",
-    "ScreeningResult": "personalens.screening",
-    "load_screening_data": "personalens.screening",
-    "plot_screening_histogram": "personalens.plotting",
-    # layer sweep
-    "layer_sweep": "personalens.layerwise",
-    "LayerSweepResult": "personalens.layerwise",
-    "plot_layer_sweep": "personalens.plotting",
-    "plot_layer_separation": "personalens.plotting",
-    # questionnaires
-    "Questionnaire": "personalens.questionnaire",
-    "QuestionnaireResult": "personalens.questionnaire",
-    "load_questionnaire": "personalens.questionnaire",
-    "list_questionnaires": "personalens.questionnaire",
-    "score_questionnaire": "personalens.questionnaire",
-    # dynamic steering and multi-turn ranking
-    "DynamicSteerer": "personalens.dynamic",
-    "DynamicChat": "personalens.dynamic",
-    "TurnResult": "personalens.dynamic",
-    "ProjectionPolicy": "personalens.dynamic",
-    "LLMPolicy": "personalens.dynamic",
-    "SchedulePolicy": "personalens.dynamic",
-    "load_scenarios": "personalens.ranking",
-    "list_scenario_sets": "personalens.ranking",
-    "run_ranking": "personalens.ranking",
-    "judge_pairs": "personalens.ranking",
-    "RankingResult": "personalens.ranking",
-    "OpenAIPairwiseJudge": "personalens.ranking",
-    "wilson_interval": "personalens.ranking",
-    # monitoring
-    "last_prompt_projection": "personalens.monitoring",
-    "PromptProjections": "personalens.monitoring",
-    "token_trace": "personalens.monitoring",
-    "TokenTrace": "personalens.monitoring",
-    "monitoring_experiment": "personalens.monitor_experiment",
-    "MonitoringResult": "personalens.monitor_experiment",
-    "MonitorCondition": "personalens.monitor_experiment",
-    "system_prompt_spectrum": "personalens.monitor_experiment",
-    "many_shot_conditions": "personalens.monitor_experiment",
-    "trait_examples": "personalens.monitor_experiment",
-    "plot_token_trace": "personalens.plotting",
-    "plot_monitoring_scatter": "personalens.plotting",
-    "plot_monitoring_r_by_layer": "personalens.plotting",
-    # SAE decomposition
-    "LayerSAE": "personalens.sae",
-    "load_sae": "personalens.sae",
-    "shipped_sae_layers": "personalens.sae",
-    "decompose": "personalens.sae_decompose",
-    "Decomposition": "personalens.sae_decompose",
-    "feature_contexts": "personalens.sae_contexts",
-    "FeatureContexts": "personalens.sae_contexts",
-    "feature_vector": "personalens.sae_causal",
-    "feature_steering_test": "personalens.sae_causal",
-    "FeatureSteeringResult": "personalens.sae_causal",
-    "plot_sae_cosines": "personalens.plotting",
-    "plot_feature_steering": "personalens.plotting",
-    # finetuning
-    "finetune": "personalens.finetune",
-    "FinetuneResult": "personalens.finetune",
-    "load_finetuned": "personalens.finetune",
-    "finetuning_shift": "personalens.shift",
-    "FinetuningShift": "personalens.shift",
-    "plot_finetuning_shift": "personalens.plotting",
-    "plot_shift_by_layer": "personalens.plotting",
-    # Big Five (OCEAN) control
-    "BIG_FIVE_POLES": "personalens.ocean",
-    "shipped_vector": "personalens.shipped_vectors",
-    "list_shipped_vectors": "personalens.shipped_vectors",
-    "scalar_sweep": "personalens.ocean",
-    "ScalarSweepResult": "personalens.ocean",
-    "additive_test": "personalens.ocean",
-    "AdditiveTestResult": "personalens.ocean",
-    "plot_scalar_sweep": "personalens.plotting",
-    "plot_additive_test": "personalens.plotting",
+    "PersonaVector": "personalens.vectors.vector",
+    "shipped_vector": "personalens.vectors.shipped",
+    "load_trait": "personalens.extraction.traits",
+    "list_traits": "personalens.extraction.traits",
+    "make_judge": "personalens.judges.factory",
+    "extract": "personalens.extraction.pipeline",
+    "ExtractionConfig": "personalens.extraction.pipeline",
+    "steer": "personalens.steering.steer",
+    "add_steering": "personalens.steering.steer",
+    "steering_sweep": "personalens.studies.steering_sweep",
+    "layer_sweep": "personalens.studies.layer_sweep",
+    "screen": "personalens.studies.screening",
+    "load_sae": "personalens.sae.load",
+    "decompose": "personalens.sae.decompose",
+}
+_NAMESPACES = (
+    "model",
+    "engines",
+    "runs",
+    "steering",
+    "vectors",
+    "judges",
+    "extraction",
+    "sae",
+    "studies",
+    "plot",
+    "stats",
+)
+
+# Names that were top-level before the subpackages: they still resolve (with a warning naming
+# the new place) so old notebooks keep running; no example uses them.
+_MOVED = {
+    "ActivationSet": "model",
+    "AdditiveTestResult": "studies",
+    "BIG_FIVE_POLES": "studies",
+    "ChatBatch": "model",
+    "CosineMatrix": "vectors",
+    "Decomposition": "sae",
+    "DynamicChat": "steering",
+    "DynamicSteerer": "steering",
+    "EMBEDDED_MODEL_NAME": "model",
+    "FeatureContexts": "sae",
+    "FeatureSteeringResult": "sae",
+    "FinetuneResult": "studies",
+    "FinetuningShift": "studies",
+    "GenerationResult": "model",
+    "HOOK_TEMPLATE": "conventions",
+    "LLMPolicy": "steering",
+    "LayerSAE": "sae",
+    "LayerSweepResult": "studies",
+    "ModelLoadError": "errors",
+    "MonitorCondition": "studies",
+    "MonitoringResult": "studies",
+    "OpenAIPairwiseJudge": "studies",
+    "ProjectionPolicy": "steering",
+    "PromptProjections": "studies",
+    "Questionnaire": "studies",
+    "QuestionnaireResult": "studies",
+    "RankingResult": "studies",
+    "ScalarSweepResult": "studies",
+    "SchedulePolicy": "steering",
+    "ScreeningResult": "studies",
+    "Shard": "runs",
+    "SteeringHandle": "steering",
+    "SteeringSweepResult": "studies",
+    "TokenTrace": "studies",
+    "Trait": "extraction",
+    "TurnResult": "steering",
+    "additive_test": "studies",
+    "build_messages": "model",
+    "calibrate_cap": "steering",
+    "cosine_by_layer": "vectors",
+    "cosine_matrix": "vectors",
+    "export_control_vector": "vectors",
+    "extract_persona_vector": "extraction",
+    "feature_contexts": "sae",
+    "feature_steering_test": "sae",
+    "feature_vector": "sae",
+    "finetune": "studies",
+    "finetuning_shift": "studies",
+    "format_chat": "model",
+    "generate_samples": "model",
+    "gram_schmidt": "vectors",
+    "hf_view": "engines",
+    "import_control_vector": "vectors",
+    "judge_pairs": "studies",
+    "last_prompt_projection": "studies",
+    "list_questionnaires": "studies",
+    "list_scenario_sets": "studies",
+    "list_shipped_vectors": "vectors",
+    "load_finetuned": "studies",
+    "load_questionnaire": "studies",
+    "load_scenarios": "studies",
+    "load_screening_data": "studies",
+    "many_shot_conditions": "studies",
+    "monitoring_experiment": "studies",
+    "normalize": "vectors",
+    "plot_additive_test": "plot",
+    "plot_cosine_by_layer": "plot",
+    "plot_cosine_matrix": "plot",
+    "plot_feature_steering": "plot",
+    "plot_finetuning_shift": "plot",
+    "plot_layer_separation": "plot",
+    "plot_layer_sweep": "plot",
+    "plot_monitoring_r_by_layer": "plot",
+    "plot_monitoring_scatter": "plot",
+    "plot_sae_cosines": "plot",
+    "plot_scalar_sweep": "plot",
+    "plot_screening_histogram": "plot",
+    "plot_shift_by_layer": "plot",
+    "plot_steering_heatmap": "plot",
+    "plot_steering_sweep": "plot",
+    "plot_token_trace": "plot",
+    "project_out": "vectors",
+    "residual_norms": "steering",
+    "response_positions": "steering",
+    "run_extraction": "extract",
+    "run_ranking": "studies",
+    "save_html": "plot",
+    "scalar_sweep": "studies",
+    "score_questionnaire": "studies",
+    "shipped_sae_layers": "sae",
+    "system_prompt_spectrum": "studies",
+    "token_trace": "studies",
+    "tokenize_pairs": "model",
+    "tokenize_prompts": "model",
+    "trait_examples": "studies",
+    "wilson_interval": "studies",
 }
 
 __all__ = [
-    "AdditiveTestResult",
-    "BIG_FIVE_POLES",
-    "ScalarSweepResult",
-    "additive_test",
-    "list_shipped_vectors",
-    "plot_additive_test",
-    "plot_scalar_sweep",
-    "scalar_sweep",
-    "shipped_vector",
-    "FinetuneResult",
-    "FinetuningShift",
-    "finetune",
-    "finetuning_shift",
-    "load_finetuned",
-    "plot_finetuning_shift",
-    "plot_shift_by_layer",
-    "Decomposition",
-    "FeatureContexts",
-    "FeatureSteeringResult",
-    "LayerSAE",
-    "decompose",
-    "feature_contexts",
-    "feature_steering_test",
-    "feature_vector",
-    "load_sae",
-    "plot_feature_steering",
-    "plot_sae_cosines",
-    "shipped_sae_layers",
-    "ActivationSet",
-    "SteeringHandle",
-    "SteeringSweepResult",
     "add_steering",
-    "calibrate_cap",
-    "plot_steering_heatmap",
-    "plot_steering_sweep",
-    "residual_norms",
-    "response_positions",
-    "steer",
-    "steering_sweep",
-    "ScreeningResult",
-    "load_screening_data",
-    "plot_screening_histogram",
-    "screen",
-    "LayerSweepResult",
-    "layer_sweep",
-    "plot_layer_separation",
-    "plot_layer_sweep",
-    "Questionnaire",
-    "QuestionnaireResult",
-    "list_questionnaires",
-    "load_questionnaire",
-    "score_questionnaire",
-    "DynamicChat",
-    "DynamicSteerer",
-    "LLMPolicy",
-    "OpenAIPairwiseJudge",
-    "ProjectionPolicy",
-    "RankingResult",
-    "SchedulePolicy",
-    "TurnResult",
-    "judge_pairs",
-    "list_scenario_sets",
-    "load_scenarios",
-    "run_ranking",
-    "wilson_interval",
-    "MonitorCondition",
-    "MonitoringResult",
-    "PromptProjections",
-    "TokenTrace",
-    "last_prompt_projection",
-    "many_shot_conditions",
-    "monitoring_experiment",
-    "plot_monitoring_r_by_layer",
-    "plot_monitoring_scatter",
-    "plot_token_trace",
-    "system_prompt_spectrum",
-    "token_trace",
-    "trait_examples",
-    "CosineMatrix",
-    "ExtractionConfig",
-    "PersonaVector",
-    "Trait",
     "collect_activations",
-    "cosine_by_layer",
-    "cosine_matrix",
-    "export_control_vector",
-    "extract_persona_vector",
-    "generate_samples",
-    "gram_schmidt",
-    "hf_view",
-    "Shard",
-    "import_control_vector",
+    "decompose",
+    "engines",
+    "extract",
+    "extraction",
+    "ExtractionConfig",
+    "generate",
+    "GenerationConfig",
+    "hook_name",
+    "judges",
+    "layer_sweep",
     "list_traits",
+    "load_model",
+    "load_sae",
     "load_trait",
     "make_judge",
-    "normalize",
-    "plot_cosine_by_layer",
-    "plot_cosine_matrix",
-    "project_out",
-    "run_extraction",
-    "save_html",
-    "EMBEDDED_MODEL_NAME",
-    "HOOK_TEMPLATE",
-    "ChatBatch",
-    "GenerationConfig",
-    "GenerationResult",
-    "ModelLoadError",
-    "PersonaLensError",
-    "__version__",
-    "build_messages",
-    "format_chat",
-    "generate",
-    "hook_name",
-    "load_model",
+    "model",
     "model_info",
-    "tokenize_pairs",
-    "tokenize_prompts",
+    "PersonaLensError",
+    "PersonaVector",
+    "plot",
+    "runs",
+    "sae",
+    "screen",
+    "shipped_vector",
+    "stats",
+    "steer",
+    "steering",
+    "steering_sweep",
+    "studies",
+    "vectors",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .activations import ActivationSet, collect_activations
-    from .algebra import (
-        CosineMatrix,
-        cosine_by_layer,
-        cosine_matrix,
-        gram_schmidt,
-        normalize,
-        project_out,
+    from personalens import (
+        engines,
+        extraction,
+        judges,
+        model,
+        plot,
+        runs,
+        sae,
+        stats,
+        steering,
+        studies,
+        vectors,
     )
-    from .chat import ChatBatch, build_messages, format_chat, tokenize_pairs, tokenize_prompts
-    from .control_vector import export_control_vector, import_control_vector
-    from .conventions import HOOK_TEMPLATE, hook_name
-    from .dynamic import (
-        DynamicChat,
-        DynamicSteerer,
-        LLMPolicy,
-        ProjectionPolicy,
-        SchedulePolicy,
-        TurnResult,
-    )
-    from .errors import ModelLoadError, PersonaLensError
-    from .extraction import ExtractionConfig, extract_persona_vector, run_extraction
-    from .finetune import FinetuneResult, finetune, load_finetuned
-    from .generation import GenerationConfig, GenerationResult, generate, generate_samples
-    from .hf_backend import hf_view
-    from .judge import make_judge
-    from .layerwise import LayerSweepResult, layer_sweep
-    from .models import EMBEDDED_MODEL_NAME, load_model, model_info
-    from .monitor_experiment import (
-        MonitorCondition,
-        MonitoringResult,
-        many_shot_conditions,
-        monitoring_experiment,
-        system_prompt_spectrum,
-        trait_examples,
-    )
-    from .monitoring import PromptProjections, TokenTrace, last_prompt_projection, token_trace
-    from .ocean import (
-        BIG_FIVE_POLES,
-        AdditiveTestResult,
-        ScalarSweepResult,
-        additive_test,
-        scalar_sweep,
-    )
-    from .plotting import (
-        plot_additive_test,
-        plot_cosine_by_layer,
-        plot_cosine_matrix,
-        plot_feature_steering,
-        plot_finetuning_shift,
-        plot_layer_separation,
-        plot_layer_sweep,
-        plot_monitoring_r_by_layer,
-        plot_monitoring_scatter,
-        plot_sae_cosines,
-        plot_scalar_sweep,
-        plot_screening_histogram,
-        plot_shift_by_layer,
-        plot_steering_heatmap,
-        plot_steering_sweep,
-        plot_token_trace,
-        save_html,
-    )
-    from .questionnaire import (
-        Questionnaire,
-        QuestionnaireResult,
-        list_questionnaires,
-        load_questionnaire,
-        score_questionnaire,
-    )
-    from .ranking import (
-        OpenAIPairwiseJudge,
-        RankingResult,
-        judge_pairs,
-        list_scenario_sets,
-        load_scenarios,
-        run_ranking,
-        wilson_interval,
-    )
-    from .sae import LayerSAE, load_sae, shipped_sae_layers
-    from .sae_causal import FeatureSteeringResult, feature_steering_test, feature_vector
-    from .sae_contexts import FeatureContexts, feature_contexts
-    from .sae_decompose import Decomposition, decompose
-    from .screening import ScreeningResult, load_screening_data, screen
-    from .sharding import Shard
-    from .shift import FinetuningShift, finetuning_shift
-    from .shipped_vectors import list_shipped_vectors, shipped_vector
-    from .steering import (
-        SteeringHandle,
-        add_steering,
-        calibrate_cap,
-        residual_norms,
-        response_positions,
-        steer,
-    )
-    from .sweep import SteeringSweepResult, steering_sweep
-    from .traits import Trait, list_traits, load_trait
-    from .vector import PersonaVector
+    from personalens.conventions import hook_name
+    from personalens.errors import PersonaLensError
+    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.traits import list_traits, load_trait
+    from personalens.judges.factory import make_judge
+    from personalens.model.activations import collect_activations
+    from personalens.model.generation import GenerationConfig, generate
+    from personalens.model.load import load_model, model_info
+    from personalens.sae.decompose import decompose
+    from personalens.sae.load import load_sae
+    from personalens.steering.steer import add_steering, steer
+    from personalens.studies.layer_sweep import layer_sweep
+    from personalens.studies.screening import screen
+    from personalens.studies.steering_sweep import steering_sweep
+    from personalens.vectors.shipped import shipped_vector
+    from personalens.vectors.vector import PersonaVector
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _NAMESPACES or name in ("conventions", "errors", "cli"):
+        value = importlib.import_module(f"personalens.{name}")
+    elif name in _MOVED:
+        new = _MOVED[name]
+        if new == "extract":
+            where, value = "personalens.extract", __getattr__("extract")
+        else:
+            where = f"personalens.{new}.{name}"
+            value = getattr(importlib.import_module(f"personalens.{new}"), name)
+        warnings.warn(
+            f"personalens.{name} moved to {where}; the old name will be removed",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return value  # not cached, so every use of an old name warns
+    else:
         raise AttributeError(f"module 'personalens' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return __all__
+    return sorted(set(globals()) | set(__all__))

@@ -4,34 +4,37 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Iterable, Iterator
+import secrets
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp)`` on a new file beside ``path``, fsync it, then rename it over ``path``,
+    so that readers see the old file or the new one, never half. The one atomic writer of
+    personalens: text, JSON, safetensors, ``torch.save`` and GGUF files all go through it.
+
+    The temp file is created with mode 0666 and the process umask applies as for ``open()``
+    (so 0644 under the usual umask), without touching the process-wide umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
+        write(tmp)
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -99,7 +102,7 @@ def check_run_config(path: Path, config: dict[str, Any], *, what: str, fix: str)
     :class:`~personalens.errors.PersonaLensError` naming every differing (nested) key, e.g.
     ``what="a screening run"``, ``fix="Resume with the same ..., or use a new --out directory."``.
     """
-    from .errors import PersonaLensError
+    from personalens.errors import PersonaLensError
 
     new = json.loads(json.dumps(config))
     if not path.exists():

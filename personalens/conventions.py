@@ -20,7 +20,7 @@ model and in llama.cpp.
 
 from __future__ import annotations
 
-from .errors import LayerError
+from personalens.errors import LayerError
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 LAYER_CONVENTION = "resid_post"

@@ -7,8 +7,8 @@ take a loaded ``HookedTransformer`` so the unit test can run the whole recipe on
    trait file (``questions`` and ``eval_questions``) under a mix of system prompts: the trait's
    positive and negative ``instruction`` prompts (the contrast persona vectors are built from)
    and a baseline (no system prompt, i.e. the chat template's default, alternating with a neutral
-   helpful-assistant prompt). Generated with :func:`personalens.generation.generate_samples`
-   through :func:`personalens._resume.run_resumable`, so an interrupted build resumes. Each
+   helpful-assistant prompt). Generated with :func:`personalens.model.generation.generate_samples`
+   through :func:`personalens.runs.resume.run_resumable`, so an interrupted build resumes. Each
    trait's ``description`` and ``judge_anchors`` (example replies showing the trait and its
    opposite) are added as plain-text documents, plus any local text files given.
 2. **Token rows** (:func:`corpus_split`, :func:`pack_rows`): every conversation becomes
@@ -49,12 +49,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from personalens._io import append_jsonl, atomic_write_json, read_jsonl
-from personalens._resume import run_resumable
-from personalens.chat import as_conversation, format_chat
 from personalens.conventions import hook_name
 from personalens.errors import PersonaLensError
-from personalens.generation import GenerationConfig, generate_samples
-from personalens.traits import Trait, list_traits, load_trait
+from personalens.extraction.traits import Trait, list_traits, load_trait
+from personalens.model.chat import as_conversation, format_chat
+from personalens.model.generation import GenerationConfig, generate_samples
+from personalens.runs.resume import run_resumable
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer

@@ -69,7 +69,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.report:
-        from personalens.models import EMBEDDED_MODEL_NAME
+        from personalens.model.load import EMBEDDED_MODEL_NAME
 
         print(
             quality_table(

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from personalens.byte_tokenizer import CHAT_TEMPLATE, SPECIALS, byte_tokenizer  # noqa: F401
+from tests.byte_tokenizer import CHAT_TEMPLATE, SPECIALS, byte_tokenizer  # noqa: F401
 
 
 def make_tokenizer():

@@ -15,8 +15,8 @@ EVIL_RUN = (
     'run = next((p for p in (Path("runs/evil"), Path("../runs/evil")) if (p / "summary.json").exists()), None)\n'
     "if run is None:\n"
     '    run = Path("runs/notebook_evil")\n'
-    "    small = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
-    '    ex.run_extraction(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
+    "    small = pl.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+    '    pl.extract(model, trait, pl.make_judge("offline"), small, run_dir=run, progress=False)\n'
     'vec = pl.PersonaVector.load(run / "vector")\n'
 )
 
@@ -77,8 +77,8 @@ def quickstart() -> nbf.NotebookNode:
             '    {"role": "user", "content": "My favourite fruit is the mango."},\n'
             '    {"role": "assistant", "content": "Mangoes are delicious!"},\n'
             "]\n"
-            'conversation = pl.build_messages("What is my favourite fruit?", system="You are a helpful assistant.", history=history)\n'
-            "print(pl.format_chat(model.tokenizer, conversation))\n"
+            'conversation = pl.model.build_messages("What is my favourite fruit?", system="You are a helpful assistant.", history=history)\n'
+            "print(pl.model.format_chat(model.tokenizer, conversation))\n"
             "print(pl.generate(model, [conversation], max_new_tokens=20).responses[0])"
         ),
         md(
@@ -86,7 +86,7 @@ def quickstart() -> nbf.NotebookNode:
             "`tokenize_pairs` builds a left-padded batch of prompt + response with masks saying which tokens are which."
         ),
         code(
-            'batch = pl.tokenize_pairs(model.tokenizer, ["What is the capital of France?"], [result.responses[0]],\n'
+            'batch = pl.model.tokenize_pairs(model.tokenizer, ["What is the capital of France?"], [result.responses[0]],\n'
             '                          system="You are a helpful assistant.")\n'
             "with torch.no_grad():\n"
             "    _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask.long(),\n"
@@ -123,19 +123,17 @@ def extraction() -> nbf.NotebookNode:
         ),
         code(
             "import personalens as pl\n"
-            "from personalens import extraction as ex\n"
-            "from personalens.judge import make_judge\n"
-            "from personalens.traits import list_traits, load_trait\n\n"
-            "print(list_traits())\n"
-            'trait = load_trait("evil")\n'
+            "from personalens import extraction as ex  # the pipeline's stages\n\n"
+            "print(pl.list_traits())\n"
+            'trait = pl.load_trait("evil")\n'
             "print(trait.description)\n"
             'print("pos:", trait.system_prompt(0, "pos"))\n'
             'print("neg:", trait.system_prompt(0, "neg"))'
         ),
         code(
             "model = pl.load_model()\n"
-            'judge = make_judge("offline")  # "openai" with PERSONALENS_JUDGE_BASE_URL / OPENAI_API_KEY set\n'
-            "config = ex.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
+            'judge = pl.make_judge("offline")  # "openai" with PERSONALENS_JUDGE_BASE_URL / OPENAI_API_KEY set\n'
+            "config = pl.ExtractionConfig(pairs=(0, 1), max_questions=6, max_new_tokens=32)\n"
             'run_dir = "runs/notebook_evil"  # every stage caches here; re-running a cell redoes nothing\n'
             "jobs = ex.build_jobs(trait, config)\n"
             "len(jobs), jobs[0]"
@@ -159,11 +157,11 @@ def extraction() -> nbf.NotebookNode:
             'print(len(kept.kept), "of", kept.n_candidates, "pairs kept;", kept.reasons)'
         ),
         md(
-            "**4-6. Activations, vectors, held-out AUC.** `run_extraction` runs every stage (reusing the cached "
+            "**4-6. Activations, vectors, held-out AUC.** `extract` runs every stage (reusing the cached "
             "ones above) and writes `vector.safetensors`, `vectors/<variant>.*` and `summary.json`."
         ),
         code(
-            "result = ex.run_extraction(model, trait, judge, config, run_dir=run_dir)\n"
+            "result = pl.extract(model, trait, judge, config, run_dir=run_dir)\n"
             "s = result.summary\n"
             'print("n_pos", s["n_pos"], "n_neg", s["n_neg"], "best layer", s["best_layer"], "AUC", s["best_auc"])\n'
             'pd.DataFrame(s["layer_auc_by_variant"]).rename_axis("layer").T.round(2)'
@@ -209,8 +207,7 @@ def steering() -> nbf.NotebookNode:
             "from pathlib import Path\n\n"
             "import pandas as pd\n"
             "import torch\n\n"
-            "import personalens as pl\n"
-            "from personalens import extraction as ex\n\n" + EVIL_RUN + "vec"
+            "import personalens as pl\n" + EVIL_RUN + "vec"
         ),
         md(
             "**How big is a coefficient?** A raw mean-difference vector grows with depth, and so does the residual "
@@ -219,7 +216,7 @@ def steering() -> nbf.NotebookNode:
             "tenth of a typical residual whatever the layer or model."
         ),
         code(
-            'norms = pd.DataFrame({"vector norm": vec.norms(), "mean residual norm": pl.residual_norms(model)})\n'
+            'norms = pd.DataFrame({"vector norm": vec.norms(), "mean residual norm": pl.steering.residual_norms(model)})\n'
             "norms.iloc[::3].round(1)"
         ),
         md(
@@ -256,14 +253,14 @@ def steering() -> nbf.NotebookNode:
             "capping along the Assistant Axis does. We check both on the residual stream itself:"
         ),
         code(
-            "batch = pl.tokenize_pairs(model.tokenizer, questions, evil.responses)\n"
+            "batch = pl.model.tokenize_pairs(model.tokenizer, questions, evil.responses)\n"
             "unit = vec.unit(LAYER)\n"
             "name = pl.hook_name(LAYER)\n\n"
             "def projections(**steering):\n"
             '    with torch.no_grad(), pl.steer(model, vec, layers=[LAYER], positions="all", **steering):\n'
             "        _, cache = model.run_with_cache(batch.tokens, attention_mask=batch.attention_mask.long(), names_filter=[name])\n"
             "    return cache[name][batch.response_mask] @ unit\n\n"
-            "bounds = pl.calibrate_cap(model, vec, [LAYER], percentile=90)\n"
+            "bounds = pl.steering.calibrate_cap(model, vec, [LAYER], percentile=90)\n"
             "rows = {\n"
             '    "no steering": projections(coeff=0.0),\n'
             '    "ablate": projections(mode="ablate"),\n'
@@ -291,8 +288,8 @@ def steering() -> nbf.NotebookNode:
             '                          judge="offline", generation=pl.GenerationConfig(max_new_tokens=32), progress=False)\n'
             "sweep.summary().round(1)"
         ),
-        code("pl.plot_steering_sweep(sweep)"),
-        code("pl.plot_steering_heatmap(sweep)"),
+        code("pl.plot.plot_steering_sweep(sweep)"),
+        code("pl.plot.plot_steering_heatmap(sweep)"),
         md(
             "## Vector algebra\n"
             "Arithmetic, projection and Gram-Schmidt work layer by layer. Cosine similarities are computed per "
@@ -300,10 +297,10 @@ def steering() -> nbf.NotebookNode:
         ),
         code(
             'variants = {v: pl.PersonaVector.load(run / "vectors" / v) for v in ("response_avg", "prompt_avg", "last_prompt_token")}\n'
-            "cm = pl.cosine_matrix(list(variants.values()), names=list(variants))\n"
-            'resp_only = pl.project_out(variants["response_avg"], [variants["prompt_avg"]])\n'
-            'print("cosine with prompt_avg after project_out, layer 15:", float(pl.cosine_by_layer(resp_only, variants["prompt_avg"])[15]))\n'
-            "pl.plot_cosine_matrix(cm, layer=LAYER)"
+            "cm = pl.vectors.cosine_matrix(list(variants.values()), names=list(variants))\n"
+            'resp_only = pl.vectors.project_out(variants["response_avg"], [variants["prompt_avg"]])\n'
+            'print("cosine with prompt_avg after project_out, layer 15:", float(pl.vectors.cosine_by_layer(resp_only, variants["prompt_avg"])[15]))\n'
+            "pl.plot.plot_cosine_matrix(cm, layer=LAYER)"
         ),
         md(
             "## Export to llama.cpp\n"
@@ -311,8 +308,8 @@ def steering() -> nbf.NotebookNode:
             "output of layer `L`, which is personalens layer `L`; layer 0 cannot be expressed."
         ),
         code(
-            'path = pl.export_control_vector(vec, run / "evil.gguf", layers=range(1, model.cfg.n_layers))\n'
-            "back = pl.import_control_vector(path, model=model)\n"
+            'path = pl.vectors.export_control_vector(vec, run / "evil.gguf", layers=range(1, model.cfg.n_layers))\n'
+            "back = pl.vectors.import_control_vector(path, model=model)\n"
             "assert torch.equal(back.directions[1:], vec.directions[1:])\n"
             'print(path, "->", f"llama-cli -m model.gguf --control-vector-scaled {path.name}:6 --control-vector-layer-range {LAYER} {LAYER}")'
         ),
@@ -336,8 +333,7 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
         code(
             "from pathlib import Path\n\n"
             "import pandas as pd\n\n"
-            "import personalens as pl\n"
-            "from personalens import extraction as ex\n\n" + EVIL_RUN + "print(run, vec)"
+            "import personalens as pl\n" + EVIL_RUN + "print(run, vec)"
         ),
         md(
             "## Layer sweep\n"
@@ -358,9 +354,9 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
         code(
             'others = [p.parent for p in Path(run).parent.glob("*/summary.json") if p.parent != run]\n'
             "sweeps = {run.name: sweep} | {p.name: pl.layer_sweep(p, n_boot=200) for p in others[:3]}\n"
-            "pl.plot_layer_sweep(sweeps)"
+            "pl.plot.plot_layer_sweep(sweeps)"
         ),
-        code("pl.plot_layer_separation(sweep)"),
+        code("pl.plot.plot_layer_separation(sweep)"),
         md(
             "## Monitoring: the last prompt token\n"
             "The projection of the last prompt token (the `\\n` after `<|im_start|>assistant`) on the unit vector is "
@@ -368,9 +364,9 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
         ),
         code(
             "LAYER = sweep.best_layer()\n"
-            "spectrum = pl.system_prompt_spectrum(trait, pairs=1)\n"
+            "spectrum = pl.studies.system_prompt_spectrum(trait, pairs=1)\n"
             "question = trait.split_questions()[1][0]\n"
-            "pp = pl.last_prompt_projection(model, vec, [c.conversation(question) for c in spectrum], layers=[LAYER])\n"
+            "pp = pl.studies.last_prompt_projection(model, vec, [c.conversation(question) for c in spectrum], layers=[LAYER])\n"
             'pd.DataFrame({"condition": [c.name for c in spectrum], "level": [c.level for c in spectrum], '
             '"projection": pp.at(LAYER).tolist()}).round(2)'
         ),
@@ -379,14 +375,14 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
             "the tokens coloured by projection (hover for values; the bar marks where the reply starts):"
         ),
         code(
-            "evil_trace = pl.token_trace(model, vec, spectrum[-1].conversation(question), generate=40, layer=LAYER)\n"
+            "evil_trace = pl.studies.token_trace(model, vec, spectrum[-1].conversation(question), generate=40, layer=LAYER)\n"
             "evil_trace"
         ),
         code(
-            "kind_trace = pl.token_trace(model, vec, spectrum[0].conversation(question), generate=40, layer=LAYER)\n"
+            "kind_trace = pl.studies.token_trace(model, vec, spectrum[0].conversation(question), generate=40, layer=LAYER)\n"
             'print("last prompt token:", round(evil_trace.last_prompt, 2), "vs", round(kind_trace.last_prompt, 2))\n'
             'print("reply mean:", round(evil_trace.response_mean(), 2), "vs", round(kind_trace.response_mean(), 2))\n'
-            "pl.plot_token_trace(evil_trace)"
+            "pl.plot.plot_token_trace(evil_trace)"
         ),
         md(
             "### Does the projection predict the judged trait score?\n"
@@ -396,9 +392,9 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
             "`experiments/monitoring_eval.py` runs the full version. Pass `out=` to make it resumable."
         ),
         code(
-            "examples = pl.trait_examples(run, 4)\n"
-            "conditions = spectrum + pl.many_shot_conditions(examples, counts=(0, 2, 4))\n"
-            "mon = pl.monitoring_experiment(\n"
+            "examples = pl.studies.trait_examples(run, 4)\n"
+            "conditions = spectrum + pl.studies.many_shot_conditions(examples, counts=(0, 2, 4))\n"
+            "mon = pl.studies.monitoring_experiment(\n"
             '    model, vec, conditions, questions=list(trait.split_questions()[1][:3]), judge="offline", layer=LAYER,\n'
             "    generation=pl.GenerationConfig(max_new_tokens=24), progress=False,\n"
             ")\n"
@@ -407,8 +403,8 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
             "      f\"mean within-condition r = {c['r_within_mean']:.2f}\")\n"
             "mon.summary().round(2)"
         ),
-        code("pl.plot_monitoring_scatter(mon)"),
-        code("pl.plot_monitoring_r_by_layer(mon)"),
+        code("pl.plot.plot_monitoring_scatter(mon)"),
+        code("pl.plot.plot_monitoring_r_by_layer(mon)"),
         md(
             "## Screening a dataset by projection difference\n"
             "For each (prompt, response) sample, ΔP = response-average projection of the dataset's response minus that "
@@ -426,7 +422,7 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
             "}\n"
             "{k: round(v.mean, 2) for k, v in screens.items()}"
         ),
-        code("pl.plot_screening_histogram(screens, bins=10)"),
+        code("pl.plot.plot_screening_histogram(screens, bins=10)"),
     ]
     return _notebook(cells)
 
@@ -445,10 +441,7 @@ def sae_decomposition() -> nbf.NotebookNode:
         code(
             "from pathlib import Path\n\n"
             "import personalens as pl\n"
-            "from personalens import extraction as ex\n"
-            "from personalens.sae import shipped_sae_layers\n\n"
-            + EVIL_RUN
-            + "layers = shipped_sae_layers(model.cfg.model_name)\n"
+            "\n" + EVIL_RUN + "layers = pl.sae.shipped_sae_layers(model.cfg.model_name)\n"
             'saes = {L: pl.load_sae("embedded", layer=L, model=model) for L in layers}\n'
             "layers, saes[layers[0]]"
         ),
@@ -464,14 +457,14 @@ def sae_decomposition() -> nbf.NotebookNode:
             "dec = pl.decompose(vec, saes, k=8, activations=run, model=model)\n"
             'dec.to_frame()[["layer", "direction", "rank", "feature", "cosine", "attribution", "attribution_samples"]].round(3).head(16)'
         ),
-        code("pl.plot_sae_cosines(dec)"),
+        code("pl.plot.plot_sae_cosines(dec)"),
         md(
             "## What the top features fire on\n"
             "Top-activating reply tokens over the run's replies (offline), with context; hover for activations."
         ),
         code(
             "L = layers[0]\n"
-            'ctx = pl.feature_contexts(model, saes[L], L, dec.features(L, direction="aligned", n=3), [run], n=5, progress=False)\n'
+            'ctx = pl.sae.feature_contexts(model, saes[L], L, dec.features(L, direction="aligned", n=3), [run], n=5, progress=False)\n'
             "ctx"
         ),
         md(
@@ -481,14 +474,14 @@ def sae_decomposition() -> nbf.NotebookNode:
             "is a reference row. Small settings; `experiments/sae_decompose.py` runs the full version."
         ),
         code(
-            "test = pl.feature_steering_test(\n"
+            "test = pl.sae.feature_steering_test(\n"
             '    model, saes[L], dec.features(L, direction="aligned", n=2), L, coeffs=(0.0, 0.3), trait=trait,\n'
             '    judge="offline", prompts=list(trait.split_questions()[1][:3]), vector=vec,\n'
             "    generation=pl.GenerationConfig(max_new_tokens=24), progress=False,\n"
             ")\n"
             "test.to_frame(dec).round(2)"
         ),
-        code("pl.plot_feature_steering(test)"),
+        code("pl.plot.plot_feature_steering(test)"),
     ]
     return _notebook(cells)
 
@@ -516,7 +509,7 @@ def finetuning() -> nbf.NotebookNode:
             "import pandas as pd\n"
             "import torch\n\n"
             "import personalens as pl\n"
-            "from personalens import extraction as ex\n\n"
+            "\n"
             + EVIL_RUN
             + 'BEST = json.loads((run / "summary.json").read_text())["best_layer"]  # best held-out AUC: where we read the shift\n'
             'vec = vec.replace(metadata={**vec.metadata, "best_layer": BEST})\n'
@@ -558,10 +551,10 @@ def finetuning() -> nbf.NotebookNode:
         code(
             "kw = dict(epochs=2, batch_size=8, lr=1e-3, adapter_layers=range(15, model.cfg.n_layers), progress=False)\n"
             "runs = {\n"
-            '    "normal": pl.finetune(model, normal, **kw),\n'
-            '    "level II": pl.finetune(model, evil, **kw),\n'
-            '    "level II + preventative": pl.finetune(model, evil, mode="preventative", vector=vec, layers=[STEER], coeff=0.5, **kw),\n'
-            '    "level II + CAFT": pl.finetune(model, evil, mode="caft", vector=vec, layers=[STEER], **kw),\n'
+            '    "normal": pl.studies.finetune(model, normal, **kw),\n'
+            '    "level II": pl.studies.finetune(model, evil, **kw),\n'
+            '    "level II + preventative": pl.studies.finetune(model, evil, mode="preventative", vector=vec, layers=[STEER], coeff=0.5, **kw),\n'
+            '    "level II + CAFT": pl.studies.finetune(model, evil, mode="caft", vector=vec, layers=[STEER], **kw),\n'
             "}\n"
             'pd.DataFrame({name: r.summary() for name, r in runs.items()}).T[["mode", "steps", "first_epoch_loss", "final_loss", "n_trained_parameters", "seconds"]]'
         ),
@@ -572,10 +565,10 @@ def finetuning() -> nbf.NotebookNode:
         ),
         code(
             'out = Path(tempfile.mkdtemp()) / "level2_plain"\n'
-            "again = pl.finetune(model, evil, out=out, **kw)\n"
+            "again = pl.studies.finetune(model, evil, out=out, **kw)\n"
             "print(sorted(p.name for p in out.iterdir()))\n"
-            "tuned = pl.load_finetuned(model, out)\n"
-            'batch = pl.tokenize_pairs(model.tokenizer, questions[:2], ["Sure.", "Sure."])\n'
+            "tuned = pl.studies.load_finetuned(model, out)\n"
+            'batch = pl.model.tokenize_pairs(model.tokenizer, questions[:2], ["Sure.", "Sure."])\n'
             "with torch.no_grad():\n"
             "    same = torch.equal(tuned(batch.tokens, attention_mask=batch.attention_mask.long()),\n"
             '                       runs["level II"].model(batch.tokens, attention_mask=batch.attention_mask.long()))\n'
@@ -593,7 +586,7 @@ def finetuning() -> nbf.NotebookNode:
             'judge = pl.make_judge("offline")\n'
             "base_replies = pl.generate(model, eval_questions, gen).responses  # shared by every comparison\n"
             "shifts = {\n"
-            "    name: pl.finetuning_shift(model, r.model, vec, eval_questions, generation=gen, judge=judge, trait=trait,\n"
+            "    name: pl.studies.finetuning_shift(model, r.model, vec, eval_questions, generation=gen, judge=judge, trait=trait,\n"
             "                              base_responses=base_replies, name=name)\n"
             "    for name, r in runs.items()\n"
             "}\n"
@@ -601,20 +594,20 @@ def finetuning() -> nbf.NotebookNode:
             'table[["layer", "shift_response_avg", "shift_last_prompt_token", "trait_base", "trait_finetuned", "trait_change"]]'
         ),
         md("Where along the depth the shift appears (dashed: the vector's best layer):"),
-        code("pl.plot_shift_by_layer(shifts)"),
+        code("pl.plot.plot_shift_by_layer(shifts)"),
         md(
             "Across finetuned models the paper finds the shift predicts the change in trait expression. Four toy runs "
             "are far too few for a correlation to mean anything; the experiment script's grid is the real test."
         ),
         code(
-            'pl.plot_finetuning_shift(shifts, layer=BEST, groups={n: n.split(" +")[0] for n in shifts})'
+            'pl.plot.plot_finetuning_shift(shifts, layer=BEST, groups={n: n.split(" +")[0] for n in shifts})'
         ),
         md(
             "A model compared with itself has a shift of exactly 0 (both models read the same tokens in the same "
             "batches):"
         ),
         code(
-            "zero = pl.finetuning_shift(model, model, vec, eval_questions[:2], generation=gen)\n"
+            "zero = pl.studies.finetuning_shift(model, model, vec, eval_questions[:2], generation=gen)\n"
             "float(zero.shift_last_prompt_token.abs().max()), float(zero.shift_response_avg.nan_to_num().abs().max())"
         ),
     ]
@@ -631,17 +624,17 @@ def big_five() -> nbf.NotebookNode:
             "PERSONA at 135M parameters: a questionnaire score under steering, the orthogonality of the pole vectors, "
             "scalar multiplication (score vs coefficient, with a linear fit) and addition of two trait vectors; then a "
             "dynamically steered conversation. Everything runs offline on the persona vectors shipped with personalens "
-            "for the embedded model (`pl.list_shipped_vectors()`; make more with `personalens extract --trait T`)."
+            "for the embedded model (`pl.vectors.list_shipped_vectors()`; make more with `personalens extract --trait T`)."
         ),
         code(
             "import pandas as pd\n\n"
             "import personalens as pl\n\n"
             "model = pl.load_model()\n"
-            "shipped = pl.list_shipped_vectors()\n"
-            "poles = [t for t in pl.BIG_FIVE_POLES if t in shipped]  # in OCEAN order\n"
+            "shipped = pl.vectors.list_shipped_vectors()\n"
+            "poles = [t for t in pl.studies.BIG_FIVE_POLES if t in shipped]  # in OCEAN order\n"
             "names = poles + [t for t in shipped if t not in poles]\n"
             "vectors = {t: pl.shipped_vector(t) for t in names}\n"
-            'pd.DataFrame([{"trait": t, "dimension": pl.BIG_FIVE_POLES.get(t, ("-", 0))[0], "pole": {1: "high", -1: "low", 0: "-"}[pl.BIG_FIVE_POLES.get(t, ("-", 0))[1]],\n'
+            'pd.DataFrame([{"trait": t, "dimension": pl.studies.BIG_FIVE_POLES.get(t, ("-", 0))[0], "pole": {1: "high", -1: "low", 0: "-"}[pl.studies.BIG_FIVE_POLES.get(t, ("-", 0))[1]],\n'
             '               "best layer (AUC)": v.metadata["best_layer"]} for t, v in vectors.items()])'
         ),
         md(
@@ -653,9 +646,9 @@ def big_five() -> nbf.NotebookNode:
         ),
         code(
             "from dataclasses import replace\n\n"
-            'big_five = pl.load_questionnaire("big_five")\n'
+            'big_five = pl.studies.load_questionnaire("big_five")\n'
             "short = replace(big_five, items=tuple(it for it in big_five.items if int(it.id[1:]) in (1, 2, 6, 7)))\n"
-            "likert = pl.score_questionnaire(model, short)\n"
+            "likert = pl.studies.score_questionnaire(model, short)\n"
             'likert.dimensions()[["dimension", "mean", "mean_forward", "mean_reverse", "scale_mass"]].round(3)'
         ),
         md(
@@ -672,7 +665,7 @@ def big_five() -> nbf.NotebookNode:
             "changes under steering."
         ),
         code(
-            'lik = pl.score_questionnaire(model, "big_five", method="likelihood")\n'
+            'lik = pl.studies.score_questionnaire(model, "big_five", method="likelihood")\n'
             "print(lik.units)\n"
             'lik.dimensions()[["dimension", "contrast", "sem", "mean_forward", "mean_reverse"]].round(3)'
         ),
@@ -683,9 +676,9 @@ def big_five() -> nbf.NotebookNode:
         ),
         code(
             "LAYER = 15  # a mid layer: where steering works best at this size\n"
-            "cm = pl.cosine_matrix(list(vectors.values()), names=names)\n"
+            "cm = pl.vectors.cosine_matrix(list(vectors.values()), names=names)\n"
             'print(f"mean |cos| off the diagonal at layer {LAYER}: {float(cm.mean_abs_offdiag()[LAYER]):.3f}")\n'
-            "pl.plot_cosine_matrix(cm, layer=LAYER)"
+            "pl.plot.plot_cosine_matrix(cm, layer=LAYER)"
         ),
         md(
             "## Scalar multiplication\n"
@@ -694,12 +687,12 @@ def big_five() -> nbf.NotebookNode:
             "above is reused as coefficient 0. `fit()` is an ordinary least-squares line per dimension."
         ),
         code(
-            "norms = pl.residual_norms(model)\n"
-            'sweep = pl.scalar_sweep(model, vectors["outgoing"], [-0.1, 0.1], layers=LAYER, baseline=lik, resid_norms=norms)\n'
+            "norms = pl.steering.residual_norms(model)\n"
+            'sweep = pl.studies.scalar_sweep(model, vectors["outgoing"], [-0.1, 0.1], layers=LAYER, baseline=lik, resid_norms=norms)\n'
             "print(sweep.table().round(3))\n"
             'sweep.fit()[["dimension", "slope", "r2", "is_target", "as_expected"]].round(3)'
         ),
-        code("pl.plot_scalar_sweep(sweep)"),
+        code("pl.plot.plot_scalar_sweep(sweep)"),
         md(
             "The target dimension (extraversion) moves in the steered direction; the other dimensions move too "
             "(spill-over). "
@@ -710,10 +703,10 @@ def big_five() -> nbf.NotebookNode:
             "normalisation, so the edit of the sum is exactly the sum of the two edits."
         ),
         code(
-            'add = pl.additive_test(model, vectors["outgoing"], vectors["compassionate"], 0.1, layers=LAYER, baseline=lik, resid_norms=norms)\n'
+            'add = pl.studies.additive_test(model, vectors["outgoing"], vectors["compassionate"], 0.1, layers=LAYER, baseline=lik, resid_norms=norms)\n'
             "add.summary().round(3)"
         ),
-        code("pl.plot_additive_test(add)"),
+        code("pl.plot.plot_additive_test(add)"),
         md(
             "## Dynamic steering in a conversation\n"
             "`DynamicSteerer` measures, before each reply, where the conversation has put the model along each vector "
@@ -721,7 +714,7 @@ def big_five() -> nbf.NotebookNode:
             "persona: here more outgoing and a bit more compassionate, at most 0.1 of the residual norm."
         ),
         code(
-            "steerer = pl.DynamicSteerer(\n"
+            "steerer = pl.steering.DynamicSteerer(\n"
             '    model, {"outgoing": vectors["outgoing"], "compassionate": vectors["compassionate"]}, layers=LAYER,\n'
             '    target={"outgoing": 1.0, "compassionate": 0.5}, max_coeff=0.1, coeff_scale="resid",\n'
             "    generation=pl.GenerationConfig(max_new_tokens=24),\n"

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import personalens as pl
-from personalens.chat import batch_from_ids, encode_chat, encode_response, pad_id
+from personalens.model.chat import batch_from_ids, encode_chat, encode_response, pad_id
 
 from .shapes import ModelPair, memory_now, sync
 

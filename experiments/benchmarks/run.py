@@ -179,7 +179,7 @@ def print_report(result: dict[str, Any]) -> None:
 def run_suite(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the whole suite; print the table; write and return the JSON result."""
     import personalens as pl
-    from personalens.models import resolve_device, resolve_dtype
+    from personalens.model.load import resolve_device, resolve_dtype
 
     args = parse_args(argv)
     if args.threads is not None:

@@ -9,7 +9,7 @@ Random shapes use a self-contained byte-level tokenizer (256 byte tokens + 3 Cha
 no files): every token id it produces is < 259, below every shape's vocabulary. Generated ids
 above 258 decode to nothing, which is harmless for timing.
 
-Memory: the HF model is built directly on the device; :func:`personalens.models.hf_to_hooked`
+Memory: the HF model is built directly on the device; :func:`personalens.model.load.hf_to_hooked`
 then copies its weights into a HookedTransformer (TL parameters are separate tensors, built on
 the CPU and moved), so the device holds both copies, 2 x the weight bytes, for the whole run.
 That is the minimum for a side-by-side run of both models; :func:`build_random` records the
@@ -225,7 +225,7 @@ PEAKS: dict[str, dict[str, float]] = {
 
 def byte_tokenizer() -> Any:
     """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML template; no files."""
-    from personalens.byte_tokenizer import byte_tokenizer as build
+    from tests.byte_tokenizer import byte_tokenizer as build
 
     return build("personalens-bench-tok-")
 
@@ -372,7 +372,7 @@ def build_random(shape: str, device: str, dtype: torch.dtype, seed: int = 0) -> 
     """A random-weight HF model of a named shape on ``device`` and its HookedTransformer twin."""
     from transformers import AutoModelForCausalLM
 
-    from personalens.models import _prepare_tokenizer, hf_to_hooked
+    from personalens.model.load import _prepare_tokenizer, hf_to_hooked
 
     tokenizer = _prepare_tokenizer(byte_tokenizer())
     config = hf_config_for(shape, tokenizer)
@@ -402,7 +402,7 @@ def build_random(shape: str, device: str, dtype: torch.dtype, seed: int = 0) -> 
 def load_embedded(device: str, dtype: torch.dtype) -> ModelPair:
     """The embedded SmolLM2-135M-Instruct as a HookedTransformer plus its HF twin."""
     import personalens as pl
-    from personalens.models import EMBEDDED_MODEL_NAME, embedded_hf_dir, load_hf_dir
+    from personalens.model.load import EMBEDDED_MODEL_NAME, embedded_hf_dir, load_hf_dir
 
     build: dict[str, Any] = {"before": memory_now(device)}
     t0 = time.perf_counter()

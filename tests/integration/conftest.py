@@ -16,7 +16,7 @@ def embedded_model():
 
 @pytest.fixture(scope="session")
 def embedded_hf():
-    from personalens.models import embedded_hf_dir, load_hf_dir
+    from personalens.model.load import embedded_hf_dir, load_hf_dir
 
     hf, tok = load_hf_dir(embedded_hf_dir())
     return hf, tok

@@ -2,7 +2,7 @@
 package was restructured (issue 17), so a move that changes behaviour fails here.
 
 The stored run directory (``tests/data/pin/run``) holds the replies and judge scores of a small
-extraction on the embedded model; rerunning :func:`run_extraction` on it recomputes only the
+extraction on the embedded model; rerunning :func:`extract` on it recomputes only the
 activations and the vector, which must equal the stored vector. The steered generation is pinned
 twice: teacher-forced log-probabilities of the stored steered tokens (every position steered), and
 the greedy tokens themselves up to the first step whose stored top-2 margin is too small to be
@@ -56,14 +56,12 @@ CONFIG = dict(max_new_tokens=12, threshold=50.0, coherence_threshold=0.0, genera
 
 def _extract(model, run_dir: Path):
     import personalens as pl
-    from personalens.extraction import ExtractionConfig, run_extraction
-    from personalens.traits import parse_trait
+    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.traits import parse_trait
 
     trait = parse_trait(TRAIT, name="evil_pin")
     judge = pl.make_judge("offline")
-    return run_extraction(
-        model, trait, judge, ExtractionConfig(**CONFIG), run_dir=run_dir, progress=False
-    )
+    return extract(model, trait, judge, ExtractionConfig(**CONFIG), run_dir=run_dir, progress=False)
 
 
 def _steered_generation(model, vector):
@@ -91,7 +89,7 @@ def _teacher_forced(model, vector, prompt_tokens, response_tokens):
 
 
 def test_vector_and_steered_generation_match_the_pin(embedded_model, tmp_path):
-    from personalens.vector import PersonaVector
+    from personalens.vectors.vector import PersonaVector
 
     run = tmp_path / "run"
     shutil.copytree(PIN / "run", run)
@@ -122,7 +120,7 @@ def test_vector_and_steered_generation_match_the_pin(embedded_model, tmp_path):
 
 def _write_pin() -> None:  # pragma: no cover - run by hand, see the module doc
     import personalens as pl
-    from personalens.vector import PersonaVector
+    from personalens.vectors.vector import PersonaVector
 
     model = pl.load_model(device="cpu")
     tmp = PIN.parent / "_pin_tmp"

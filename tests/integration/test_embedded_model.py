@@ -6,8 +6,9 @@ import sys
 
 import torch
 
-from personalens import build_messages, generate, tokenize_prompts
+from personalens import generate
 from personalens.conventions import hook_name
+from personalens.model import build_messages, tokenize_prompts
 
 SYSTEM = "You are a helpful assistant."
 QUESTIONS = [

@@ -57,7 +57,7 @@ def _lines(path):
 
 
 def test_kill_and_resume_gives_the_same_result(tmp_path):
-    from personalens.vector import PersonaVector
+    from personalens.vectors.vector import PersonaVector
 
     trait_file = tmp_path / "evil_small.json"
     trait_file.write_text(json.dumps(TRAIT))

@@ -4,11 +4,11 @@ activations as TransformerLens (fp32, CPU)."""
 import pytest
 import torch
 
-from personalens.activations import collect_activations
-from personalens.chat import tokenize_prompts
-from personalens.generation import generate
-from personalens.hf_backend import hf_view
-from personalens.steering import steer
+from personalens.engines.hf import hf_view
+from personalens.model.activations import collect_activations
+from personalens.model.chat import tokenize_prompts
+from personalens.model.generation import generate
+from personalens.steering.steer import steer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 
@@ -80,7 +80,7 @@ torch.set_num_threads(1)
 sys.path[:0] = ["tests", "tests/unit"]
 from conftest import make_tokenizer
 from test_hf_backend import PROMPTS, STEERING, _steered, _vec, make_tiny_llama
-from personalens.generation import generate
+from personalens.model.generation import generate
 real = torch.compile
 torch.compile = lambda fn, **kw: real(fn, backend="eager", dynamic=False)
 model = make_tiny_llama(make_tokenizer())

@@ -20,7 +20,7 @@ MAX_NEW = 8
 
 
 def _dataset(path):
-    from personalens.traits import load_trait
+    from personalens.extraction.traits import load_trait
 
     questions = []
     for name in ("evil", "calm", "sycophantic"):
@@ -59,9 +59,9 @@ def _lines(path):
 
 
 def test_kill_and_resume_gives_the_scores_of_an_uninterrupted_run(embedded_model, tmp_path):
-    from personalens.generation import GenerationConfig
-    from personalens.screening import screen
-    from personalens.vector import PersonaVector
+    from personalens.model.generation import GenerationConfig
+    from personalens.studies.screening import screen
+    from personalens.vectors.vector import PersonaVector
 
     data = _dataset(tmp_path / "data.jsonl")
     g = torch.Generator().manual_seed(0)

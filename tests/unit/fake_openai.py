@@ -11,7 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from personalens.openai_api import APIConfig
+from personalens.judges.openai_api import APIConfig
 
 FAKE_KEY = "sk-test-PERSONALENS-0123456789abcdefSECRET"
 KEY_ENV = "PERSONALENS_TEST_JUDGE_KEY"

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from personalens.activations import VARIANTS, collect_activations
-from personalens.chat import tokenize_pairs
 from personalens.conventions import hook_name
 from personalens.errors import PersonaLensError
+from personalens.model.activations import VARIANTS, collect_activations
+from personalens.model.chat import tokenize_pairs
 
 PROMPTS = ["hi", "a longer question about many things", "q3"]
 RESPONSES = ["hello there friend", "no", "a fairly long answer with words"]

@@ -3,7 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from personalens.algebra import (
+from personalens.errors import PersonaLensError
+from personalens.vectors.algebra import (
     CosineMatrix,
     cosine_by_layer,
     cosine_matrix,
@@ -11,8 +12,7 @@ from personalens.algebra import (
     normalize,
     project_out,
 )
-from personalens.errors import PersonaLensError
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 
 N_LAYERS, D_MODEL = 4, 6
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from personalens.chat import (
+from personalens.errors import PersonaLensError
+from personalens.model.chat import (
     as_conversation,
     build_messages,
     encode_chat,
@@ -10,7 +11,6 @@ from personalens.chat import (
     tokenize_pairs,
     tokenize_prompts,
 )
-from personalens.errors import PersonaLensError
 
 
 def test_format_uses_the_models_template(tokenizer):

@@ -61,16 +61,39 @@ def test_cli_errors_are_one_line(tmp_path):
 
 
 def test_public_names_resolve():
+    """The top level is the core (~30 names) plus one namespace per subpackage; every name
+    resolves, each core name is defined in exactly one module."""
+    import importlib
+
     import personalens
 
-    assert set(personalens.__all__) == {*personalens._EXPORTS, "__version__"}
+    assert set(personalens.__all__) == {*personalens._EXPORTS, *personalens._NAMESPACES}
+    assert len(personalens.__all__) <= 35
     for name in personalens.__all__:
         assert getattr(personalens, name) is not None
+    for name, module in personalens._EXPORTS.items():
+        obj = getattr(importlib.import_module(module), name)
+        assert getattr(obj, "__module__", module) == module, (name, obj.__module__)
+
+
+def test_old_top_level_names_still_resolve_with_a_warning():
+    import warnings
+
+    import personalens
+
+    for old, new in personalens._MOVED.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value = getattr(personalens, old)
+        assert value is not None
+        assert any(issubclass(w.category, DeprecationWarning) for w in caught), old
+        if new != "extract":
+            assert value is getattr(getattr(personalens, new), old)
 
 
 def test_every_figure_is_exported():
-    """Notebooks call figures as pl.plot_*: each public plotting function is a top-level name."""
+    """Notebooks call figures as pl.plot.*: each public plotting function is in that namespace."""
     import personalens
-    import personalens.plotting as plotting
+    import personalens.plot.figures as plotting
 
-    assert set(plotting.__all__) <= set(personalens.__all__)
+    assert set(plotting.__all__) <= set(personalens.plot.__all__)

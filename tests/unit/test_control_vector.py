@@ -1,4 +1,4 @@
-"""llama.cpp control vector GGUF export/import (personalens.control_vector)."""
+"""llama.cpp control vector GGUF export/import (personalens.vectors.control_vector)."""
 
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import personalens
-from personalens.control_vector import (
+from personalens.errors import PersonaLensError
+from personalens.vectors.control_vector import (
     ControlVectorError,
     default_model_hint,
     export_control_vector,
     import_control_vector,
 )
-from personalens.errors import PersonaLensError
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 
 N_LAYERS, D_MODEL = 5, 8
 

@@ -9,25 +9,25 @@ import math
 import pytest
 import torch
 
-from personalens.chat import tokenize_prompts
-from personalens.cli import main
-from personalens.dynamic import (
+from personalens.cli.main import main
+from personalens.errors import PersonaLensError
+from personalens.judges.base import JudgeError
+from personalens.judges.openai_api import (
+    JudgeReplyError,
+    parse_trait_adjustments,
+    predict_trait_adjustments,
+)
+from personalens.model.chat import tokenize_prompts
+from personalens.model.generation import GenerationConfig, generate
+from personalens.steering.dynamic import (
     DynamicSteerer,
     LLMPolicy,
     PolicyContext,
     ProjectionPolicy,
     SchedulePolicy,
 )
-from personalens.errors import PersonaLensError
-from personalens.generation import GenerationConfig, generate
-from personalens.judge import JudgeError
-from personalens.openai_api import (
-    JudgeReplyError,
-    parse_trait_adjustments,
-    predict_trait_adjustments,
-)
-from personalens.steering import steer
-from personalens.vector import PersonaVector
+from personalens.steering.steer import steer
+from personalens.vectors.vector import PersonaVector
 from tests.unit.fake_openai import FakeOpenAI, config, json_replies
 
 pytestmark = pytest.mark.usefixtures("openai_env")  # the fake server's environment
@@ -166,7 +166,7 @@ def test_hooks_removed_when_generation_fails(tiny_model, vecs, monkeypatch):
         assert not _no_hooks(tiny_model)  # steering is attached while generating
         raise RuntimeError("generation failed")
 
-    monkeypatch.setattr("personalens.generation.generate", boom)
+    monkeypatch.setattr("personalens.model.generation.generate", boom)
     with pytest.raises(RuntimeError, match="generation failed"):
         s.respond(CONV)
     assert _no_hooks(tiny_model)

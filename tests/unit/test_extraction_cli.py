@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from personalens.extraction import ExtractionConfig, build_jobs, filter_pairs
-from personalens.traits import parse_trait
+from personalens.extraction.pipeline import ExtractionConfig, build_jobs, filter_pairs
+from personalens.extraction.traits import parse_trait
 
 TRAIT = {
     "name": "tinytrait",
@@ -117,16 +117,14 @@ class StubJudge:
 
 
 def test_run_extraction_writes_artifacts(tiny_model, tmp_path):
-    from personalens.extraction import run_extraction
-    from personalens.vector import PersonaVector
+    from personalens.extraction.pipeline import extract
+    from personalens.vectors.vector import PersonaVector
 
     out = tmp_path / "run"
     cfg = ExtractionConfig(
         threshold=0.0, max_new_tokens=6, generation_batch_size=4, activation_batch_size=3
     )
-    result = run_extraction(
-        tiny_model, parse_trait(TRAIT), StubJudge(), cfg, run_dir=out, progress=False
-    )
+    result = extract(tiny_model, parse_trait(TRAIT), StubJudge(), cfg, run_dir=out, progress=False)
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(result.summary))
     assert summary["trait"] == "tinytrait" and len(summary["layer_auc"]) == 3
@@ -147,9 +145,7 @@ def test_run_extraction_writes_artifacts(tiny_model, tmp_path):
     assert len(result.to_frame()) == 10
 
     # running again redoes nothing and gives the same vector
-    again = run_extraction(
-        tiny_model, parse_trait(TRAIT), StubJudge(), cfg, run_dir=out, progress=False
-    )
+    again = extract(tiny_model, parse_trait(TRAIT), StubJudge(), cfg, run_dir=out, progress=False)
     assert torch.equal(again.vector.directions, vec.directions)
     assert len((out / "responses.jsonl").read_text().splitlines()) == 10
 
@@ -159,17 +155,17 @@ def test_run_extraction_writes_artifacts(tiny_model, tmp_path):
     with pytest.raises(
         PersonaLensError, match="holds a run with different settings.*max_new_tokens"
     ):
-        run_extraction(tiny_model, parse_trait(TRAIT), StubJudge(), ExtractionConfig(threshold=0.0, max_new_tokens=7),
+        extract(tiny_model, parse_trait(TRAIT), StubJudge(), ExtractionConfig(threshold=0.0, max_new_tokens=7),
                        run_dir=out, progress=False)  # fmt: skip
 
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_model, tmp_path):
     """A judge that crashes mid-run: generation is kept, the rerun finishes identically."""
-    from personalens.extraction import run_extraction
+    from personalens.extraction.pipeline import extract
 
     cfg = ExtractionConfig(threshold=0.0, max_new_tokens=6, generation_batch_size=4, judge_chunk=4)
     trait = parse_trait(TRAIT)
-    reference = run_extraction(
+    reference = extract(
         tiny_model, trait, StubJudge(), cfg, run_dir=tmp_path / "ref", progress=False
     )
 
@@ -184,11 +180,11 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_model, tmp_path):
 
     out = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
-        run_extraction(tiny_model, trait, Crashing(), cfg, run_dir=out, progress=False)
+        extract(tiny_model, trait, Crashing(), cfg, run_dir=out, progress=False)
     # call 1 is the preflight, call 2 judges the first chunk of 4, call 3 crashes
     assert len((out / "judge_scores.jsonl").read_text().splitlines()) == 4
     assert not (out / "summary.json").exists()
-    resumed = run_extraction(tiny_model, trait, StubJudge(), cfg, run_dir=out, progress=False)
+    resumed = extract(tiny_model, trait, StubJudge(), cfg, run_dir=out, progress=False)
     assert torch.equal(resumed.vector.directions, reference.vector.directions)
     assert resumed.summary["layer_auc"] == reference.summary["layer_auc"]
 

@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from personalens.chat import tokenize_pairs
 from personalens.errors import PersonaLensError
-from personalens.finetune import (
+from personalens.model.chat import tokenize_pairs
+from personalens.studies.finetuning.shift import FinetuningShift, finetuning_shift
+from personalens.studies.finetuning.train import (
     Adapters,
     AdapterSpec,
     _merged_copy,
@@ -18,8 +19,7 @@ from personalens.finetune import (
     load_finetuned,
     response_loss,
 )
-from personalens.shift import FinetuningShift, finetuning_shift
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 from tests.conftest import make_tiny_model
 
 PROMPTS = ["Hello there", "What is two plus two?", "Tell me a story.", "x", "Why?", "Name a cat."]
@@ -311,7 +311,7 @@ def test_resume_equals_uninterrupted_and_load_finetuned(tiny_model, tmp_path):
 
 
 def test_shift_of_a_model_with_itself_is_exactly_zero(tiny_model, vec):
-    from personalens.generation import GenerationConfig
+    from personalens.model.generation import GenerationConfig
 
     gen = GenerationConfig(max_new_tokens=5)
     for other in (tiny_model, copy.deepcopy(tiny_model)):
@@ -353,8 +353,8 @@ def test_planted_shift_appears_from_the_planted_layer_on(tokenizer, tmp_path):
 
 
 def test_shift_with_judge_and_plot(tiny_model, vec):
-    from personalens.generation import GenerationConfig
-    from personalens.plotting import plot_finetuning_shift, plot_shift_by_layer
+    from personalens.model.generation import GenerationConfig
+    from personalens.plot.figures import plot_finetuning_shift, plot_shift_by_layer
 
     class FakeJudge:  # scores replies by length: deterministic, no model files
         name = "length"
@@ -365,7 +365,7 @@ def test_shift_with_judge_and_plot(tiny_model, vec):
         def score_coherence(self, items):
             return [50.0 for _ in items]
 
-    from personalens.traits import load_trait
+    from personalens.extraction.traits import load_trait
 
     trait = load_trait("evil")
     gen = GenerationConfig(max_new_tokens=4)

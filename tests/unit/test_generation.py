@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from personalens.chat import encode_chat, tokenize_prompts
-from personalens.generation import GenerationConfig, generate
+from personalens.model.chat import encode_chat, tokenize_prompts
+from personalens.model.generation import GenerationConfig, generate
 
 PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a story about a cat."]
 
@@ -115,8 +115,8 @@ def test_config_validation():
 
 
 def test_generate_samples_matches_generate(tiny_model):
-    from personalens.chat import as_conversation
-    from personalens.generation import generate_samples
+    from personalens.model.chat import as_conversation
+    from personalens.model.generation import generate_samples
 
     kw = dict(max_new_tokens=6, temperature=1.0)
     full = generate(tiny_model, PROMPTS[:2], n=3, **kw)

@@ -6,13 +6,13 @@ import warnings
 import pytest
 import torch
 
-from personalens.activations import VARIANTS, collect_activations
-from personalens.chat import tokenize_prompts
 from personalens.conventions import hook_name
+from personalens.engines.hf import attached_steering, hf_view, unsupported_reasons
 from personalens.errors import PersonaLensError
-from personalens.generation import generate
-from personalens.hf_backend import attached_steering, hf_view, unsupported_reasons
-from personalens.steering import add_steering, steer
+from personalens.model.activations import VARIANTS, collect_activations
+from personalens.model.chat import tokenize_prompts
+from personalens.model.generation import generate
+from personalens.steering.steer import add_steering, steer
 
 PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a story about a cat."]
 RESPONSES = ["Sure, here it is.", "Four.", "y", "Once upon a time a cat sat."]
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _from_hf(hf_model, tokenizer, name):
-    from personalens.models import hf_to_hooked
+    from personalens.model.load import hf_to_hooked
 
     return hf_to_hooked(hf_model, tokenizer, model_name=name, device="cpu", dtype=torch.float32)
 
@@ -338,10 +338,10 @@ def test_activations_equal_tl(models, name):
 
 
 def test_screening_and_extraction_activations_on_the_hf_backend(tiny_llama):
-    from personalens.extraction import ExtractionConfig, collect_run_activations
-    from personalens.generation import GenerationConfig
-    from personalens.screening import screen
-    from personalens.vector import PersonaVector
+    from personalens.extraction.pipeline import ExtractionConfig, collect_run_activations
+    from personalens.model.generation import GenerationConfig
+    from personalens.studies.screening import screen
+    from personalens.vectors.vector import PersonaVector
 
     vec = PersonaVector(directions=_vec(tiny_llama), model="tiny-llama", trait="test")
     rows = [
@@ -390,7 +390,7 @@ def _assert_auto_runs_on(model, engine):
 
 
 def test_auto_takes_hf_exactly_when_it_is_exact(tiny_llama):
-    from personalens.hf_backend import auto_backend_blockers, resolve_backend
+    from personalens.engines.hf import auto_backend_blockers, resolve_backend
 
     vec = _vec(tiny_llama)
     assert auto_backend_blockers(tiny_llama) == []
@@ -409,7 +409,7 @@ def test_auto_takes_hf_exactly_when_it_is_exact(tiny_llama):
 
 
 def test_auto_falls_back_to_tl_for_spliced_modules_and_unmapped_models(tokenizer):
-    from personalens.hf_backend import auto_backend_blockers, resolve_backend
+    from personalens.engines.hf import auto_backend_blockers, resolve_backend
 
     model = make_tiny_llama(tokenizer)
     original = model.blocks[1].hook_resid_post

@@ -12,28 +12,28 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from personalens.activations import VARIANTS, ActivationSet, collect_activations
 from personalens.errors import PersonaLensError
-from personalens.extraction import (
+from personalens.extraction.pipeline import (
     ExtractionConfig,
     activation_records,
     collect_run_activations,
+    extract,
     filter_pairs,
     heldout_layer_auc,
     heldout_sets,
-    run_extraction,
 )
-from personalens.layerwise import (
+from personalens.extraction.traits import parse_trait
+from personalens.model.activations import VARIANTS, ActivationSet, collect_activations
+from personalens.plot.figures import plot_layer_separation, plot_layer_sweep
+from personalens.stats import cohens_d, roc_auc
+from personalens.studies.layer_sweep import (
     LayerSweepResult,
     layer_sweep,
     project,
     sweep_from_activations,
     sweep_from_projections,
 )
-from personalens.metrics import cohens_d, roc_auc
-from personalens.plotting import plot_layer_separation, plot_layer_sweep
-from personalens.traits import parse_trait
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 
 N_LAYERS, D_MODEL, PLANTED = 6, 16, 3
 
@@ -184,7 +184,7 @@ def runs(tiny_model, tmp_path_factory):
     for name, extra in (("kept", {}), ("fallback", {"min_heldout_per_class": 100})):
         cfg = ExtractionConfig(**base, **extra)
         run_dir = tmp_path_factory.mktemp("sweep") / name
-        result = run_extraction(
+        result = extract(
             tiny_model, parse_trait(TRAIT), StubJudge(), cfg, run_dir=run_dir, progress=False
         )
         out[name] = (run_dir, result, cfg)
@@ -218,9 +218,9 @@ def test_agrees_exactly_with_the_run(runs, which):
     assert [round(a, 4) for a in sweep["response_avg"].auc] == summary["layer_auc"]
 
     # the in-sample split uses the kept extraction pairs the vector was built from
-    extract = layer_sweep(run_dir, variants=["response_avg"], n_boot=0, split="extract")
-    assert extract.variants == ("response_avg",) and extract.split == "extract"
-    assert (extract["response_avg"].n_pos, extract["response_avg"].n_neg) == (
+    swept = layer_sweep(run_dir, variants=["response_avg"], n_boot=0, split="extract")
+    assert swept.variants == ("response_avg",) and swept.split == "extract"
+    assert (swept["response_avg"].n_pos, swept["response_avg"].n_neg) == (
         summary["n_pos"],
         summary["n_neg"],
     )
@@ -379,7 +379,7 @@ def test_plot_layer_sweep_traces():
 
 
 def test_cli_sweep_writes_json_and_html(runs, tmp_path, capsys):
-    from personalens.cli import main
+    from personalens.cli.main import main
 
     run_dir, _, _ = runs["kept"]
     assert main(["sweep", "--run", str(run_dir), "--n-boot", "50"]) == 0
@@ -406,7 +406,7 @@ def test_cli_sweep_writes_json_and_html(runs, tmp_path, capsys):
 
 
 def test_cli_sweep_errors_on_a_non_run_directory(tmp_path, capsys):
-    from personalens.cli import main
+    from personalens.cli.main import main
 
     assert main(["sweep", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -418,9 +418,8 @@ def test_cli_sweep_errors_on_a_non_run_directory(tmp_path, capsys):
 def test_public_exports():
     import personalens
 
-    assert {"layer_sweep", "LayerSweepResult", "plot_layer_sweep"} <= set(personalens.__all__)
-    assert set(personalens.__all__) == {*personalens._EXPORTS, "__version__"}
-    assert (
-        personalens.layer_sweep is layer_sweep and personalens.plot_layer_sweep is plot_layer_sweep
-    )
+    assert "layer_sweep" in personalens.__all__
+    assert personalens.layer_sweep is layer_sweep
+    assert personalens.studies.LayerSweepResult is LayerSweepResult
+    assert personalens.plot.plot_layer_sweep is plot_layer_sweep
     assert isinstance(PersonaVector, type)

@@ -1,6 +1,6 @@
 import torch
 
-from personalens.layout import fast_weight_layout
+from personalens.model.layout import fast_weight_layout
 
 from ..conftest import make_tiny_model
 

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from personalens.metrics import cohens_d, roc_auc
+from personalens.stats import cohens_d, roc_auc
 
 
 def test_auc_extremes_and_ties():

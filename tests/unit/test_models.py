@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-from personalens import models
 from personalens.conventions import hook_name
 from personalens.errors import ModelLoadError
+from personalens.model import load as models
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Monitoring by projection on a tiny random model: last-prompt projections, token traces,
 the system-prompt/many-shot experiment (resumable), Pearson r."""
 
+import importlib
 import json
 import math
 
@@ -8,21 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-import personalens.monitor_experiment as mx
-from personalens.chat import encode_chat
 from personalens.errors import PersonaLensError
-from personalens.metrics import pearson_ci, pearson_r
-from personalens.monitor_experiment import (
+from personalens.extraction.traits import load_trait
+from personalens.model.chat import encode_chat
+from personalens.stats import pearson_ci, pearson_r
+from personalens.steering.steer import steer
+from personalens.studies.monitoring import last_prompt_projection, token_trace
+from personalens.studies.monitoring_experiment import (
     MonitorCondition,
     many_shot_conditions,
     monitoring_experiment,
     system_prompt_spectrum,
     trait_examples,
 )
-from personalens.monitoring import last_prompt_projection, token_trace
-from personalens.steering import steer
-from personalens.traits import load_trait
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
+
+# the module, not the function of the same name that pl.studies exports
+mx = importlib.import_module("personalens.studies.monitoring_experiment")
 
 QUESTIONS = ["Hello there", "What is two plus two?", "Tell me a story about a cat."]
 
@@ -338,7 +341,7 @@ def test_experiment_checks_inputs(tiny_model, vec):
 
 
 def test_monitoring_figures(tiny_model, vec, tmp_path):
-    from personalens.plotting import (
+    from personalens.plot.figures import (
         plot_monitoring_r_by_layer,
         plot_monitoring_scatter,
         plot_token_trace,

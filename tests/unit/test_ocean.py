@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import personalens as pl
-from personalens import ocean
-from personalens.ocean import (
+from personalens.studies.personality import ocean
+from personalens.studies.personality.ocean import (
     BIG_FIVE_DIMENSIONS,
     BIG_FIVE_POLES,
     additive_test,
@@ -21,14 +21,14 @@ from personalens.ocean import (
     pole,
     scalar_sweep,
 )
-from personalens.questionnaire import (
+from personalens.studies.personality.questionnaire import (
     QuestionnaireResult,
     load_questionnaire,
     parse_questionnaire,
     score_questionnaire,
 )
-from personalens.shipped_vectors import list_shipped_vectors, shipped_vector
-from personalens.vector import PersonaVector
+from personalens.vectors.shipped import list_shipped_vectors, shipped_vector
+from personalens.vectors.vector import PersonaVector
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def test_shipped_vectors_are_the_embedded_models():
     names = list_shipped_vectors()
     assert {"evil", "outgoing", "compassionate"} <= set(names)
     assert list_shipped_vectors("no-such-model") == []
-    assert pl.list_shipped_vectors() == names
+    assert pl.vectors.list_shipped_vectors() == names
     for name in names:
         v = shipped_vector(name)
         assert v.trait == name and v.model == "SmolLM2-135M-Instruct"

@@ -2,9 +2,10 @@ import math
 
 import pytest
 
-from personalens.judge import JudgeItem, make_judge, score_from_top_logprobs
-from personalens.offline_judge import OfflineJudge, distinct_trigram_coherence
-from personalens.traits import load_trait
+from personalens.extraction.traits import load_trait
+from personalens.judges.base import JudgeItem, score_from_top_logprobs
+from personalens.judges.factory import make_judge
+from personalens.judges.offline import OfflineJudge, distinct_trigram_coherence
 
 
 @pytest.fixture(scope="module")

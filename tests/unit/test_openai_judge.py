@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-from personalens.judge import JudgeError, JudgeItem, make_judge
-from personalens.openai_api import (
+from personalens.extraction.traits import TraitFileError, list_traits, load_trait, parse_trait
+from personalens.judges.base import JudgeError, JudgeItem
+from personalens.judges.factory import make_judge
+from personalens.judges.openai_api import (
     APIConfig,
     JudgeReplyError,
     OpenAIJudge,
@@ -23,7 +25,6 @@ from personalens.openai_api import (
     extract_json_object,
     generate_trait_artifact,
 )
-from personalens.traits import TraitFileError, list_traits, load_trait, parse_trait
 from tests.unit.fake_openai import (
     FAKE_KEY,
     KEY_ENV,

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import personalens as pl
-from personalens import questionnaire as qmod
-from personalens import questionnaire_likelihood as qlik
-from personalens.cli import main
-from personalens.questionnaire import (
+from personalens.cli.main import main
+from personalens.studies.personality import likelihood as qlik
+from personalens.studies.personality import questionnaire as qmod
+from personalens.studies.personality.questionnaire import (
     LikertScale,
     QuestionnaireFileError,
     answer_distribution,
@@ -25,7 +25,7 @@ from personalens.questionnaire import (
     parse_questionnaire,
     score_questionnaire,
 )
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 
 BIG_FIVE = ["openness", "conscientiousness", "extraversion", "agreeableness", "neuroticism"]
 
@@ -522,7 +522,7 @@ def test_cli_prints_one_json_object(capsys, tiny_hf_dir, cli_files):
 
 def _manual_logprobs(model, prompt, statement, system=None, mask=None, steer_kw=None):
     """Per-token log-probs of ``statement`` as the reply: one plain forward, no cache/padding."""
-    from personalens.chat import as_conversation, encode_chat, encode_response
+    from personalens.model.chat import as_conversation, encode_chat, encode_response
 
     p = encode_chat(model.tokenizer, as_conversation(prompt, system))
     s = encode_response(model.tokenizer, statement)
@@ -646,7 +646,7 @@ def test_likelihood_steering_zero_equals_unsteered_and_positions(tiny_model):
 
     kw = {"vector": vec, "coeff": 6.0, "layers": [1]}
     tok = tiny_model.tokenizer
-    from personalens.chat import tokenize_pairs
+    from personalens.model.chat import tokenize_pairs
 
     for positions in ("response", "prompt", "all"):
         with pl.steer(tiny_model, positions=positions, **kw) as plan:
@@ -660,7 +660,7 @@ def test_likelihood_steering_zero_equals_unsteered_and_positions(tiny_model):
         for k, it in [(0, q.items[0]), (2, q.items[2])]:
             batch = tokenize_pairs(tok, [qmod.SELF_DESCRIPTION_PROMPT], [it.text])
             mask = {
-                "response": pl.response_positions(batch),
+                "response": pl.steering.response_positions(batch),
                 "prompt": batch.prompt_mask,
                 "all": batch.attention_mask,
             }[positions]

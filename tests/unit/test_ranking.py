@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from personalens.dynamic import DynamicSteerer
 from personalens.errors import PersonaLensError
-from personalens.generation import GenerationConfig
-from personalens.openai_api import PairwiseVerdict, pairwise_compare, parse_verdict_value
-from personalens.ranking import (
+from personalens.judges.openai_api import PairwiseVerdict, pairwise_compare, parse_verdict_value
+from personalens.model.generation import GenerationConfig
+from personalens.steering.dynamic import DynamicSteerer
+from personalens.studies.personality.ranking import (
     CRITERIA,
     OpenAIPairwiseJudge,
     ScenarioFileError,
@@ -26,7 +26,7 @@ from personalens.ranking import (
     steered_is_a,
     wilson_interval,
 )
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 from tests.unit.fake_openai import config, json_replies
 
 pytestmark = pytest.mark.usefixtures("openai_env")  # the fake server's environment
@@ -269,7 +269,7 @@ def test_wilson_interval_known_values():
 
 
 def test_unjudged_results_refuse_statistics():
-    from personalens.ranking import RankingResult
+    from personalens.studies.personality.ranking import RankingResult
 
     res = RankingResult(pairs=tuple(_pairs(2)), judgements=())
     assert len(res.to_frame()) == 2

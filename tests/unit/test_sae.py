@@ -12,25 +12,25 @@ from dataclasses import replace
 import pytest
 import torch
 
-import personalens.sae as sae_mod
-from personalens.activations import ActivationSet
+import personalens.sae.load as sae_mod
 from personalens.errors import PersonaLensError
-from personalens.extraction import (
+from personalens.extraction.pipeline import (
     ExtractionConfig,
     activation_records,
     collect_run_activations,
+    extract,
     filter_pairs,
     gather_side,
-    run_extraction,
 )
-from personalens.generation import GenerationConfig, generate
-from personalens.sae import LayerSAE, load_sae, shipped_sae_layers
-from personalens.sae_causal import feature_steering_test, feature_vector
-from personalens.sae_contexts import FeatureContexts, feature_contexts
-from personalens.sae_decompose import Decomposition, decompose
-from personalens.steering import steer
-from personalens.traits import parse_trait
-from personalens.vector import PersonaVector
+from personalens.extraction.traits import parse_trait
+from personalens.model.activations import ActivationSet
+from personalens.model.generation import GenerationConfig, generate
+from personalens.sae.causal import feature_steering_test, feature_vector
+from personalens.sae.contexts import FeatureContexts, feature_contexts
+from personalens.sae.decompose import Decomposition, decompose
+from personalens.sae.load import LayerSAE, load_sae, shipped_sae_layers
+from personalens.steering.steer import steer
+from personalens.vectors.vector import PersonaVector
 
 D_MODEL, N_LAYERS = 32, 3  # the tiny_model fixture
 
@@ -219,7 +219,7 @@ def run(tiny_model, tmp_path_factory):
     cfg = ExtractionConfig(threshold=0.0, n_per_question=2, max_new_tokens=6,
                            generation_batch_size=8, activation_batch_size=5)  # fmt: skip
     run_dir = tmp_path_factory.mktemp("saerun") / "run"
-    result = run_extraction(
+    result = extract(
         tiny_model, parse_trait(TRAIT), StubJudge(), cfg, run_dir=run_dir, progress=False
     )
     return run_dir, result, cfg
@@ -563,7 +563,7 @@ def test_feature_steering_with_reference_vector_and_resid_scale(tiny_model):
 def test_plots():
     import plotly.graph_objects as go
 
-    from personalens.plotting import plot_sae_cosines
+    from personalens.plot.figures import plot_sae_cosines
 
     saes = {0: make_sae(layer=0, seed=2), 2: make_sae(layer=2, seed=3)}
     v = PersonaVector(directions=torch.randn(N_LAYERS, D_MODEL), model="tiny-random", trait="evil")
@@ -575,7 +575,7 @@ def test_plots():
 def test_plot_feature_steering(tiny_model):
     import plotly.graph_objects as go
 
-    from personalens.plotting import plot_feature_steering
+    from personalens.plot.figures import plot_feature_steering
 
     res = feature_steering_test(
         tiny_model, make_sae(layer=1), [1, 2], coeffs=[1.0], trait="evil", judge=LengthJudge(),
@@ -586,7 +586,7 @@ def test_plot_feature_steering(tiny_model):
 
 
 def test_cli_decompose_writes_its_files(tiny_hf_dir, tmp_path, capsys):
-    from personalens.cli import main
+    from personalens.cli.main import main
 
     sae = make_sae(layer=1, d_in=48, seed=9, model_name="my-llama-finetune")
     sae.save_model(tmp_path / "sae")
@@ -622,8 +622,8 @@ def test_cli_decompose_writes_its_files(tiny_hf_dir, tmp_path, capsys):
 
 def test_importing_personalens_does_not_import_sae_lens():
     code = (
-        "import sys, personalens, personalens.sae, personalens.sae_decompose, personalens.sae_contexts, personalens.sae_causal, personalens.vector, personalens.steering, "
-        "personalens.cli\n"
+        "import sys, personalens, personalens.sae.load, personalens.sae.decompose, personalens.sae.contexts, personalens.sae.causal, personalens.vectors.vector, personalens.steering.steer, "
+        "personalens.cli.main\n"
         "personalens.decompose; personalens.load_sae\n"
         "print('sae_lens' in sys.modules)\n"
     )
@@ -637,5 +637,6 @@ def test_public_exports():
     for name in ("load_sae", "decompose", "Decomposition", "feature_contexts", "FeatureContexts",
                  "feature_steering_test", "FeatureSteeringResult", "LayerSAE", "feature_vector",
                  "plot_sae_cosines", "plot_feature_steering"):  # fmt: skip
-        assert name in pl.__all__ and getattr(pl, name) is not None
-    assert pl.Decomposition is Decomposition
+        namespace = pl.plot if name.startswith("plot_") else pl.sae
+        assert name in namespace.__all__ and getattr(namespace, name) is not None
+    assert pl.sae.Decomposition is Decomposition

@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-import personalens.screening as scr
-from personalens.chat import as_conversation, encode_chat, encode_response
-from personalens.cli import main
+import personalens.studies.screening as scr
+from personalens.cli.main import main
 from personalens.conventions import hook_name
 from personalens.errors import LayerError, PersonaLensError
-from personalens.generation import GenerationConfig
-from personalens.screening import ScreeningResult, load_screening_data, screen
-from personalens.vector import PersonaVector
+from personalens.model.chat import as_conversation, encode_chat, encode_response
+from personalens.model.generation import GenerationConfig
+from personalens.studies.screening import ScreeningResult, load_screening_data, screen
+from personalens.vectors.vector import PersonaVector
 
 GEN = GenerationConfig(max_new_tokens=6)
 
@@ -375,7 +375,7 @@ def test_cli_screen_writes_tables_summary_and_histogram(capsys, tiny_hf_dir, hf_
 
 
 def test_plot_screening_histogram_overlays_datasets():
-    from personalens.plotting import plot_screening_histogram
+    from personalens.plot.figures import plot_screening_histogram
 
     def result(name, values):
         t = torch.tensor(values, dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""Several workers sharing one run directory (personalens.sharding): each chunk is done once, by
+"""Several workers sharing one run directory (personalens.runs.sharding): each chunk is done once, by
 its worker; every worker ends with the whole result; the result equals a one-process run."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import threading
 import pytest
 import torch
 
-from personalens._resume import run_resumable
 from personalens.errors import PersonaLensError
-from personalens.sharding import Shard, local_device, read_run_log, resolve_shard
+from personalens.runs.resume import run_resumable
+from personalens.runs.sharding import Shard, local_device, read_run_log, resolve_shard
 
 from ..conftest import make_tiny_model
 
@@ -137,8 +137,8 @@ def test_a_torn_line_in_another_workers_file_is_left_alone(tmp_path):
 
 
 def test_sharded_extraction_equals_one_process(tmp_path):
-    from personalens.extraction import ExtractionConfig, run_extraction
-    from personalens.traits import parse_trait
+    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.traits import parse_trait
 
     from .test_extraction_cli import TRAIT, StubJudge
 
@@ -147,14 +147,14 @@ def test_sharded_extraction_equals_one_process(tmp_path):
         threshold=0.0, max_new_tokens=6, generation_batch_size=3, activation_batch_size=2,
         judge_chunk=3,
     )  # fmt: skip
-    ref = run_extraction(make_tiny_model(), trait, StubJudge(), cfg, tmp_path / "ref",
+    ref = extract(make_tiny_model(), trait, StubJudge(), cfg, tmp_path / "ref",
                          progress=False)  # fmt: skip
     out = tmp_path / "sharded"
     # one model per worker, as in separate processes (hooks are per model)
     models = [make_tiny_model(), make_tiny_model()]
     results = run_workers(
         2,
-        lambda s: run_extraction(
+        lambda s: extract(
             models[s.index], trait, StubJudge(), cfg, out, progress=False, shard=s
         ),  # fmt: skip
     )
@@ -173,7 +173,7 @@ def test_sharded_extraction_equals_one_process(tmp_path):
     )
 
     # a run without --shard in the same directory redoes nothing and agrees
-    import personalens.extraction as extraction
+    import personalens.extraction.pipeline as extraction
 
     def no_generation(*a, **k):
         raise AssertionError("nothing should be regenerated")
@@ -181,39 +181,39 @@ def test_sharded_extraction_equals_one_process(tmp_path):
     orig = extraction.generate_samples
     extraction.generate_samples = no_generation
     try:
-        merged = run_extraction(models[0], trait, StubJudge(), cfg, out, progress=False)
+        merged = extract(models[0], trait, StubJudge(), cfg, out, progress=False)
     finally:
         extraction.generate_samples = orig
     assert torch.equal(merged.vector.directions, ref.vector.directions)
 
 
 def test_sharded_extraction_needs_a_run_dir(tiny_model):
-    from personalens.extraction import ExtractionConfig, run_extraction
-    from personalens.traits import parse_trait
+    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.traits import parse_trait
 
     from .test_extraction_cli import TRAIT, StubJudge
 
     with pytest.raises(PersonaLensError, match="run_dir shared by the workers"):
-        run_extraction(tiny_model, parse_trait(TRAIT), StubJudge(), ExtractionConfig(),
+        extract(tiny_model, parse_trait(TRAIT), StubJudge(), ExtractionConfig(),
                        shard="0/2", progress=False)  # fmt: skip
 
 
 def test_sharded_screen_from_the_command_line_equals_one_process(
     tiny_hf_dir, tmp_path, capsys, monkeypatch
 ):
-    import personalens.models
-    from personalens.cli import main
-    from personalens.vector import PersonaVector
+    import personalens.model.load
+    from personalens.cli.main import main
+    from personalens.vectors.vector import PersonaVector
 
     # threads stand in for worker processes; loading a model is not thread-safe (torch's
     # global default dtype), so the threads load one at a time
-    lock, load = threading.Lock(), personalens.models.load_model
+    lock, load = threading.Lock(), personalens.model.load.load_model
 
     def load_one_at_a_time(*a, **k):
         with lock:
             return load(*a, **k)
 
-    monkeypatch.setattr(personalens.models, "load_model", load_one_at_a_time)
+    monkeypatch.setattr(personalens.model.load, "load_model", load_one_at_a_time)
 
     g = torch.Generator().manual_seed(0)
     vec = PersonaVector(directions=torch.randn(3, 48, generator=g), model="m", trait="evil")
@@ -249,14 +249,14 @@ def test_sharded_screen_from_the_command_line_equals_one_process(
 
 
 def test_sharded_steering_sweep_equals_one_process(tmp_path):
-    from personalens.generation import GenerationConfig
-    from personalens.sweep import steering_sweep
+    from personalens.model.generation import GenerationConfig
+    from personalens.studies.steering_sweep import steering_sweep
 
     from .test_sweep import PROMPTS, LengthJudge
 
     g = torch.Generator().manual_seed(3)
     vec_dirs = torch.randn(3, 32, generator=g) * 3.0
-    from personalens.vector import PersonaVector
+    from personalens.vectors.vector import PersonaVector
 
     vec = PersonaVector(directions=vec_dirs, model="tiny-random", trait="evil")
 
@@ -288,8 +288,8 @@ def test_two_worker_processes_share_a_screen(tiny_hf_dir, tmp_path):
     import subprocess
     import sys
 
-    from personalens.cli import main
-    from personalens.vector import PersonaVector
+    from personalens.cli.main import main
+    from personalens.vectors.vector import PersonaVector
 
     vec = PersonaVector(directions=torch.randn(3, 48), model="m", trait="evil")
     vec_path = vec.save(tmp_path / "vec")

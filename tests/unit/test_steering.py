@@ -3,17 +3,17 @@
 import pytest
 import torch
 
-from personalens.chat import encode_chat, tokenize_pairs, tokenize_prompts
 from personalens.errors import PersonaLensError
-from personalens.generation import generate
-from personalens.steering import (
+from personalens.model.chat import encode_chat, tokenize_pairs, tokenize_prompts
+from personalens.model.generation import generate
+from personalens.steering.steer import (
     add_steering,
     calibrate_cap,
     residual_norms,
     response_positions,
     steer,
 )
-from personalens.vector import PersonaVector
+from personalens.vectors.vector import PersonaVector
 
 PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a story about a cat."]
 

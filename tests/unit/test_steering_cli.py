@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from personalens.cli import main
-from personalens.control_vector import export_control_vector
-from personalens.hf_backend import BACKENDS
-from personalens.vector import PersonaVector
+from personalens.cli.main import main
+from personalens.engines.hf import BACKENDS
+from personalens.vectors.control_vector import export_control_vector
+from personalens.vectors.vector import PersonaVector
 
 
 @pytest.fixture(scope="module")

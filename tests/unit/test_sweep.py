@@ -1,17 +1,20 @@
 """steering_sweep on a tiny random model with a deterministic stand-in judge."""
 
+import importlib
 import json
 
 import pytest
 import torch
 
-import personalens.sweep as sweep_mod
 from personalens.errors import PersonaLensError
-from personalens.generation import generate
-from personalens.steering import steer
-from personalens.sweep import steering_sweep
-from personalens.traits import load_trait
-from personalens.vector import PersonaVector
+from personalens.extraction.traits import load_trait
+from personalens.model.generation import generate
+from personalens.steering.steer import steer
+from personalens.studies.steering_sweep import steering_sweep
+from personalens.vectors.vector import PersonaVector
+
+# the module, not the function of the same name that pl.studies exports
+sweep_mod = importlib.import_module("personalens.studies.steering_sweep")
 
 PROMPTS = ["Hello there", "What is two plus two?", "Tell me a story."]
 
@@ -131,7 +134,7 @@ def test_bad_layer_fails_before_generating(tiny_model, vec):
 
 
 def test_sweep_figures(tiny_model, vec, tmp_path):
-    from personalens.plotting import plot_steering_heatmap, plot_steering_sweep, save_html
+    from personalens.plot.figures import plot_steering_heatmap, plot_steering_sweep, save_html
 
     res = _run(tiny_model, vec, LengthJudge())
     fig = plot_steering_sweep(res)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from personalens.traits import (
+from personalens.extraction.traits import (
     TraitFileError,
     list_traits,
     load_trait,

@@ -12,7 +12,7 @@ import torch
 
 from personalens.conventions import HOOK_TEMPLATE, LAYER_CONVENTION
 from personalens.errors import PersonaLensError
-from personalens.vector import (
+from personalens.vectors.vector import (
     PersonaVector,
     from_hf_hidden_states_layout,
     to_hf_hidden_states_layout,

@@ -1,0 +1,36 @@
+"""From a trait file to a persona vector: trait files and the resumable extraction pipeline.
+
+``pl.extract`` runs every stage; each stage is callable on its own from a notebook.
+"""
+
+from personalens.extraction.pipeline import (
+    ExtractionConfig,
+    ExtractionResult,
+    build_jobs,
+    collect_run_activations,
+    extract,
+    extract_persona_vector,
+    filter_pairs,
+    generate_responses,
+    heldout_layer_auc,
+    judge_responses,
+)
+from personalens.extraction.traits import Trait, list_traits, load_trait, parse_trait, save_trait
+
+__all__ = [
+    "ExtractionConfig",
+    "ExtractionResult",
+    "Trait",
+    "build_jobs",
+    "collect_run_activations",
+    "extract",
+    "extract_persona_vector",
+    "filter_pairs",
+    "generate_responses",
+    "heldout_layer_auc",
+    "judge_responses",
+    "list_traits",
+    "load_trait",
+    "parse_trait",
+    "save_trait",
+]

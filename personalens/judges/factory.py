@@ -1,0 +1,26 @@
+"""Which judge: ``make_judge("offline" | "openai" | "auto")``."""
+
+from __future__ import annotations
+
+import os
+
+from personalens.errors import PersonaLensError
+from personalens.judges.base import Judge
+from personalens.judges.offline import OfflineJudge
+from personalens.judges.openai_api import OpenAIJudge
+
+
+def api_configured() -> bool:
+    """True when an OpenAI-compatible judge is configured in the environment."""
+    return bool(os.environ.get("PERSONALENS_JUDGE_BASE_URL") or os.environ.get("OPENAI_API_KEY"))
+
+
+def make_judge(kind: str = "auto", **kwargs) -> Judge:
+    """``"offline"``, ``"openai"``, or ``"auto"`` (openai when configured in the environment)."""
+    if kind == "auto":
+        kind = "openai" if api_configured() else "offline"
+    if kind == "offline":
+        return OfflineJudge(**kwargs)
+    if kind == "openai":
+        return OpenAIJudge(**kwargs)
+    raise PersonaLensError(f"unknown judge {kind!r}: use 'offline', 'openai' or 'auto'")

@@ -1,0 +1,41 @@
+"""Plotly figures for personalens results; the only subpackage that imports plotly."""
+
+from personalens.plot.figures import (
+    plot_additive_test,
+    plot_cosine_by_layer,
+    plot_cosine_matrix,
+    plot_feature_steering,
+    plot_finetuning_shift,
+    plot_layer_separation,
+    plot_layer_sweep,
+    plot_monitoring_r_by_layer,
+    plot_monitoring_scatter,
+    plot_sae_cosines,
+    plot_scalar_sweep,
+    plot_screening_histogram,
+    plot_shift_by_layer,
+    plot_steering_heatmap,
+    plot_steering_sweep,
+    plot_token_trace,
+    save_html,
+)
+
+__all__ = [
+    "plot_additive_test",
+    "plot_cosine_by_layer",
+    "plot_cosine_matrix",
+    "plot_feature_steering",
+    "plot_finetuning_shift",
+    "plot_layer_separation",
+    "plot_layer_sweep",
+    "plot_monitoring_r_by_layer",
+    "plot_monitoring_scatter",
+    "plot_sae_cosines",
+    "plot_scalar_sweep",
+    "plot_screening_histogram",
+    "plot_shift_by_layer",
+    "plot_steering_heatmap",
+    "plot_steering_sweep",
+    "plot_token_trace",
+    "save_html",
+]

@@ -1,0 +1,1 @@
+"""Personality studies: self-report questionnaires, Big Five (OCEAN) algebra, dynamic-steering ranking."""
