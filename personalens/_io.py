@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -35,6 +36,24 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def digest(data: bytes | str, *, algo: str = "sha256", length: int | None = None) -> str:
+    """Hex digest of ``data`` (``str`` is UTF-8 encoded), cut to ``length`` characters: the one
+    content hash of personalens (run-directory keys, caches, provenance). Callers serialise
+    structured data themselves, so each key keeps its exact bytes across versions."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    out = hashlib.new(algo, raw).hexdigest()
+    return out[:length] if length else out
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
