@@ -16,7 +16,8 @@ from pathlib import Path
 
 import personalens as pl
 from personalens.engines.hf import BACKENDS
-from personalens.extraction.pipeline import ExtractionConfig, extract
+from personalens.extraction.config import ExtractionConfig
+from personalens.extraction.pipeline import extract
 
 
 def main() -> None:

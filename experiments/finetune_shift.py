@@ -44,7 +44,7 @@ from _common import check_config
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
 from personalens.model.generation import GenerationConfig, generate
-from personalens.plot.figures import plot_finetuning_shift, plot_shift_by_layer, save_html
+from personalens.plot import plot_finetuning_shift, plot_shift_by_layer, save_html
 from personalens.studies.finetuning.shift import FinetuningShift, finetuning_shift
 from personalens.studies.finetuning.train import finetune
 
@@ -71,7 +71,7 @@ def _load_vector(args, model, trait_name: str) -> pl.PersonaVector:
             f"`personalens extract --trait {trait_name} --out runs/{trait_name}`), or "
             "--random-vector for a plumbing check"
         )
-    from personalens.cli.main import _load_vector as load_vector  # run dir / .json / .gguf
+    from personalens.vectors.resolve import load_vector  # run dir / .json / .gguf / name
 
     return load_vector(path, model)
 

@@ -38,7 +38,7 @@ from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json, atomic_write_text
-from personalens.plot.figures import (
+from personalens.plot import (
     plot_monitoring_r_by_layer,
     plot_monitoring_scatter,
     plot_token_trace,
@@ -70,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     model = pl.load_model(args.model) if args.model else pl.load_model()
-    from personalens.cli.main import _load_vector
+    from personalens.vectors.resolve import load_vector
 
-    vector = _load_vector(args.vector, model)
+    vector = load_vector(args.vector, model)
     trait = pl.load_trait(vector.trait)
     questions = list(trait.split_questions()[1])[: args.max_questions]
     conditions = pl.studies.system_prompt_spectrum(trait, pairs=args.pairs)

@@ -62,7 +62,7 @@ def _parse_pairs(pairs: list[str], traits: list[str]) -> list[tuple[str, str]]:
 
 def _load_vectors(traits: list[str], runs: Path | None) -> dict[str, pl.PersonaVector]:
     """Every trait's vector, or one error listing all that are missing and how to make them."""
-    from personalens.cli.main import _load_vector
+    from personalens.vectors.resolve import load_vector
 
     if runs is None:
         shipped = set(pl.vectors.list_shipped_vectors())
@@ -84,7 +84,7 @@ def _load_vectors(traits: list[str], runs: Path | None) -> dict[str, pl.PersonaV
         )
     if runs is None:
         return {t: pl.shipped_vector(t) for t in traits}
-    return {t: _load_vector(str(runs / t), None) for t in traits}
+    return {t: load_vector(runs / t) for t in traits}
 
 
 def _cached(path: Path, compute, load):
@@ -148,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from personalens.studies.personality.ocean import AdditiveTestResult, ScalarSweepResult
-    from personalens.studies.personality.questionnaire import QuestionnaireResult
+    from personalens.studies.personality.additive_test import AdditiveTestResult
+    from personalens.studies.personality.questionnaire_result import QuestionnaireResult
+    from personalens.studies.personality.scalar_sweep import ScalarSweepResult
 
     # 1. orthogonality (no model needed)
     cm = pl.vectors.cosine_matrix(list(vectors.values()), names=traits)

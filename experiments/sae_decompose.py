@@ -57,15 +57,15 @@ def main(argv: list[str] | None = None) -> int:
         "an SAE experiment",
     )
     t0 = time.perf_counter()
-    from personalens.cli.main import _load_vector
-    from personalens.plot.figures import plot_feature_steering, plot_sae_cosines, save_html
+    from personalens.plot import plot_feature_steering, plot_sae_cosines, save_html
     from personalens.sae.causal import feature_steering_test
     from personalens.sae.contexts import feature_contexts
     from personalens.sae.decompose import decompose
     from personalens.sae.load import load_sae, shipped_sae_layers
+    from personalens.vectors.resolve import load_vector
 
     model = pl.load_model()
-    vector = _load_vector(args.vector, model)
+    vector = load_vector(args.vector, model)
     layers = args.layers or (
         shipped_sae_layers(model.cfg.model_name) if args.sae == "embedded" else None
     )

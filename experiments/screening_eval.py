@@ -38,9 +38,11 @@ from _common import check_config
 
 import personalens as pl
 from personalens._io import atomic_write_json
-from personalens.extraction.pipeline import ExtractionConfig, build_jobs, generate_responses
+from personalens.extraction.config import ExtractionConfig
+from personalens.extraction.jobs import build_jobs
+from personalens.extraction.responses import generate_responses
 from personalens.model.generation import GenerationConfig
-from personalens.plot.figures import plot_screening_histogram, save_html
+from personalens.plot import plot_screening_histogram, save_html
 from personalens.stats import roc_auc
 from personalens.studies.screening import screen
 
@@ -60,7 +62,7 @@ def _load_vector(args, model, trait_name: str) -> pl.PersonaVector:
         raise SystemExit(
             "give --vector DIR|FILE (an extraction run or a vector), or --random-vector"
         )
-    from personalens.cli.main import _load_vector as load_vector  # run dir / .json / .gguf
+    from personalens.vectors.resolve import load_vector  # run dir / .json / .gguf / name
 
     return load_vector(args.vector, model)
 

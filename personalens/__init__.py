@@ -44,7 +44,7 @@ _EXPORTS = {
     "list_traits": "personalens.extraction.traits",
     "make_judge": "personalens.judges.factory",
     "extract": "personalens.extraction.pipeline",
-    "ExtractionConfig": "personalens.extraction.pipeline",
+    "ExtractionConfig": "personalens.extraction.config",
     "steer": "personalens.steering.steer",
     "add_steering": "personalens.steering.steer",
     "steering_sweep": "personalens.studies.steering_sweep",
@@ -219,7 +219,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from personalens.conventions import hook_name
     from personalens.errors import PersonaLensError
-    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.config import ExtractionConfig
+    from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import list_traits, load_trait
     from personalens.judges.factory import make_judge
     from personalens.model.activations import collect_activations

@@ -4,7 +4,7 @@ Every compute function returns a frozen dataclass that subclasses :class:`Result
 gives each the same three things, so they are written once:
 
 - ``to_dict()``: the dataclass fields as JSON-safe values (:func:`json_safe`: NaN and infinity
-  become ``null``, tensors and arrays nested lists, numpy/torch scalars Python numbers, tuples
+  become ``null``, paths strings, tensors and arrays nested lists, numpy/torch scalars Python numbers, tuples
   lists, mapping keys strings). A result overrides it only where its saved shape differs.
 - ``to_frame()``: a ``pandas.DataFrame`` with one row per record of :meth:`frame_records`, which
   a result overrides (default: the field named by ``_frame_field``).
@@ -32,6 +32,8 @@ def json_safe(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if value is None or isinstance(value, (str, bool, int)):
         return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     if isinstance(value, Mapping):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

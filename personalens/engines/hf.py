@@ -29,14 +29,16 @@ Design:
   personalens's decode loop (seeded per-sample sampling, stop tokens, left padding, finish
   reasons) and swaps only the forward and the KV cache (a preallocated ``StaticCache``).
   Activation collection stops after the deepest layer it needs, like ``stop_at_layer``.
-* **Steering is translated, not reimplemented.** Every personalens steering hook carries its
-  :class:`~personalens.steering.steer.LayerEdit` and positions. The backend reads the hooks actually
-  attached to the TransformerLens hook points, in execution order, and registers a forward hook
-  on HF decoder layer ``L`` (whose output *is* ``blocks.L.hook_resid_post``) made by the same
-  :func:`~personalens.steering.steer.make_steering_hook`, fed by a ``ForwardContext`` holding the
-  same padding mask and KV-cache length the TransformerLens pre-hook records. Modes, positions
-  (``"prompt"``, ``"response"``, ``"all"``, masks), padding and hook order are therefore those
-  of the TransformerLens path.
+* **Steering is translated, not reimplemented.** The backend reads the
+  :class:`~personalens.steering.edits.LayerEdit` values attached to the TransformerLens model
+  (:func:`~personalens.steering.steer.attached_edits`: only those whose hook is still on its hook
+  point, in execution order) and registers a forward hook on HF decoder layer ``L`` (whose
+  output *is* ``blocks.L.hook_resid_post``) running the same hook function as TransformerLens
+  (:func:`~personalens.steering.steer.make_steering_hook`, which applies the edit with
+  :func:`~personalens.steering.edits.apply_edit`), fed by a
+  :class:`~personalens.steering.edits.ForwardContext` holding the same padding mask and KV-cache
+  length the TransformerLens pre-hook records. Modes, positions (``"prompt"``, ``"response"``,
+  ``"all"``, masks), padding and hook order are therefore those of the TransformerLens path.
 * **Refused**: any other hook on the TransformerLens model (a user's ``model.hooks(...)``,
   backward hooks, plain torch hooks on its modules). The HF model cannot run TransformerLens
   hooks and ignoring them would silently change results, so the backend raises instead.
@@ -56,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from transformers import StaticCache
 
 from personalens.engines.hf_model import (
     SUPPORTED_ARCHITECTURES,
@@ -68,6 +71,10 @@ from personalens.errors import PersonaLensError
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
+
+# The steering imports below are made when a function runs, not here: personalens.model's
+# package face imports this module (for backend="hf") and steering imports personalens.model,
+# so importing steering here would re-enter this half-loaded module.
 
 BACKENDS = ("tl", "hf", "auto")
 _STATIC_BUCKET = 256  # StaticCache lengths are rounded up to this, so few shapes get compiled
@@ -122,9 +129,11 @@ def auto_backend_blockers(model: HookedTransformer) -> list[str]:
     devices = {p.device for p in model.parameters()}
     if len(devices) > 1:
         reasons.append(f"is spread over {len(devices)} devices")
-    foreign_hooks = _scan_hooks(model)[1]
-    if foreign_hooks:
-        reasons.append(_not_steering(foreign_hooks))
+    from personalens.steering.steer import foreign_hooks
+
+    foreign = foreign_hooks(model)
+    if foreign:
+        reasons.append(_not_steering(foreign))
     return reasons
 
 
@@ -139,34 +148,6 @@ def resolve_backend(model: HookedTransformer, backend: str) -> str:
 # ----------------------------------------------------------------------------- steering
 
 
-def _scan_hooks(model: HookedTransformer) -> tuple[list[tuple[Any, Any]], list[str]]:
-    """``(steering, foreign)``: each personalens steering hook's ``(LayerEdit, positions)`` in
-    run order, and a description of every other hook on ``model``."""
-    from personalens.conventions import hook_name
-    from personalens.steering.steer import ForwardContext
-
-    found, foreign = [], []
-    for name, module in model.named_modules():
-        lens = {
-            h.hook.id: h
-            for h in [*getattr(module, "fwd_hooks", []), *getattr(module, "bwd_hooks", [])]
-        }
-        for hid, fn in module._forward_hooks.items():
-            handle = lens.get(hid)
-            user = handle.user_hook if handle is not None else fn
-            tag = getattr(user, "personalens_edit", None)
-            if tag is not None and name == hook_name(tag[0].layer):
-                found.append(tag)
-            else:
-                foreign.append(f"{name or 'model'} ({getattr(user, '__name__', repr(user))})")
-        for fn in module._forward_pre_hooks.values():
-            if not (module is model and isinstance(getattr(fn, "__self__", None), ForwardContext)):
-                foreign.append(f"{name or 'model'} (pre-hook {getattr(fn, '__name__', fn)!r})")
-        if module._backward_hooks or module._backward_pre_hooks:
-            foreign.append(f"{name or 'model'} (backward hook)")
-    return found, foreign
-
-
 def _not_steering(foreign: list[str]) -> str:
     shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
     return f"has hooks that are not personalens steering: {shown}"
@@ -179,14 +160,16 @@ def attached_steering(model: HookedTransformer) -> list[tuple[Any, Any]]:
     ``model.hooks(...)``, backward hooks, torch hooks on its modules): the HF backend cannot run
     them and will not ignore them.
     """
-    found, foreign = _scan_hooks(model)
+    from personalens.steering.steer import attached_edits, foreign_hooks
+
+    foreign = foreign_hooks(model)
     if foreign:
         raise PersonaLensError(
             f"the model {_not_steering(foreign)}. The Hugging Face backend applies only "
             "personalens steering (steer/add_steering) and cannot run other hooks; use "
             "backend='tl' to run them, or remove them."
         )
-    return found
+    return [(edit, edit.positions) for edit in attached_edits(model)]
 
 
 class _Stop(Exception):
@@ -210,10 +193,12 @@ class _Hooks:
     def __init__(
         self, model: HookedTransformer, hf: nn.Module, extra: Sequence[tuple[int, LayerHook]] = ()
     ) -> None:
-        from personalens.steering.steer import ForwardContext, make_steering_hook
+        from personalens.steering.edits import ForwardContext
+        from personalens.steering.steer import make_steering_hook
 
-        self.ctx = ForwardContext(model)
-        fns = [(e.layer, make_steering_hook(e, p, self.ctx)) for e, p in attached_steering(model)]
+        self.ctx = ForwardContext()
+        self.edits = [edit for edit, _ in attached_steering(model)]
+        fns = [(e.layer, make_steering_hook(e, self.ctx)) for e in self.edits]
         self.fns = [(layer, _as_hf_hook(fn)) for layer, fn in [*fns, *extra]]
         self.layers = hf.model.layers
         self.handles: list[Any] = []
@@ -302,8 +287,6 @@ class HFDecoder:
     def __init__(
         self, model: HookedTransformer, batch_size: int, max_len: int, *, compile: bool = False
     ) -> None:
-        from transformers import StaticCache
-
         view = _view(model)
         self.hf = view.hf
         self.compile = compile
@@ -316,7 +299,7 @@ class HFDecoder:
             self.cache = StaticCache(config=self.hf.config, max_cache_len=max_len)
             self.mask = torch.zeros((batch_size, max_len), dtype=torch.long, device=device)
             return
-        if any(isinstance(pos, Tensor) for _, pos in attached_steering(model)):
+        if any(isinstance(edit.positions, Tensor) for edit in self.hooks.edits):
             raise PersonaLensError(
                 "compile=True cannot steer with an explicit positions mask (masks are for single "
                 "forwards over whole sequences); use positions='prompt'/'response'/'all'"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from personalens.errors import PersonaLensError
 
@@ -170,8 +171,6 @@ class _TLRotary(nn.Module):
 
 @torch.no_grad()
 def _build(model: HookedTransformer) -> nn.Module:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     cfg = model.cfg
     biases = [_qkv(b.attn)[3:] + (b.attn.b_O,) for b in model.blocks]
     attention_bias = any(_nonzero(t) for group in biases for t in group)
@@ -242,6 +241,7 @@ def _storage_key(model: HookedTransformer) -> tuple:
 
 
 def _view(model: HookedTransformer) -> _View:
+    # imported here: personalens.model's package face imports the engines (backend="hf")
     from personalens.model.layout import fast_weight_layout
 
     cached = model.__dict__.get(_VIEW_ATTR)

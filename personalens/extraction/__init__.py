@@ -3,18 +3,12 @@
 ``pl.extract`` runs every stage; each stage is callable on its own from a notebook.
 """
 
-from personalens.extraction.pipeline import (
-    ExtractionConfig,
-    ExtractionResult,
-    build_jobs,
-    collect_run_activations,
-    extract,
-    extract_persona_vector,
-    filter_pairs,
-    generate_responses,
-    heldout_layer_auc,
-    judge_responses,
-)
+from personalens.extraction.config import ExtractionConfig
+from personalens.extraction.heldout import heldout_layer_auc
+from personalens.extraction.jobs import build_jobs
+from personalens.extraction.pipeline import ExtractionResult, extract, extract_persona_vector
+from personalens.extraction.responses import filter_pairs, generate_responses, judge_responses
+from personalens.extraction.run_activations import collect_run_activations
 from personalens.extraction.traits import Trait, list_traits, load_trait, parse_trait, save_trait
 
 __all__ = [

@@ -19,12 +19,13 @@ by the offline judge). Files in exactly the upstream shape load too; when they h
 from __future__ import annotations
 
 import json
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from personalens._data import load_file_or_shipped, shipped_names
+from personalens._io import atomic_write_text
+from personalens._validate import MISSING, Fields, load_json_file
 from personalens.errors import PersonaLensError
 
 REQUIRED = ("instruction", "questions", "eval_prompt")
@@ -103,130 +104,91 @@ class Trait:
 
 # ----------------------------------------------------------------------------- validation
 
-
-def _fail(source: str, key: str, problem: str) -> TraitFileError:
-    return TraitFileError(f"trait file {source}: key '{key}' {problem}")
+RUBRIC_FIELDS = ("question", "answer")
 
 
-def _string_list(data: dict, key: str, source: str, *, required: bool) -> tuple[str, ...]:
-    if key not in data:
-        if required:
-            raise _fail(source, key, "is missing; it must be a non-empty list of strings")
-        return ()
-    value = data[key]
-    if not isinstance(value, list):
-        raise _fail(source, key, f"must be a list of strings, got {type(value).__name__}")
-    if not value:
-        raise _fail(source, key, "is an empty list; give at least one string")
-    for i, item in enumerate(value):
-        if not isinstance(item, str) or not item.strip():
-            raise _fail(source, f"{key}[{i}]", "must be a non-empty string")
-    return tuple(value)
-
-
-def _check_rubric(rubric: Any, source: str) -> str:
-    if not isinstance(rubric, str) or not rubric.strip():
-        raise _fail(source, "eval_prompt", "must be a non-empty string")
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(rubric) if f is not None]
-    except ValueError as exc:
-        raise _fail(
-            source,
-            "eval_prompt",
-            f"is not a valid format string ({exc}); write literal braces as {{{{ }}}}",
-        ) from None
-    unknown = sorted({f for f in fields if f not in ("question", "answer")})
-    if unknown:
-        raise _fail(
-            source,
-            "eval_prompt",
-            f"has unmatched placeholder(s) {', '.join('{' + f + '}' for f in unknown)}; "
-            "only {question} and {answer} are filled in (write literal braces as {{ }})",
-        )
-    for needed in ("question", "answer"):
-        if needed not in fields:
-            raise _fail(
-                source, "eval_prompt", f"has no {{{needed}}} placeholder; the judge needs it"
+def _instruction_pairs(data: dict, fields: Fields) -> tuple[InstructionPair, ...]:
+    pairs = fields.nonempty_list(
+        data["instruction"], "instruction", ' of {"pos": ..., "neg": ...} objects'
+    )
+    out = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, dict) or not {"pos", "neg"} <= set(pair):
+            raise fields.fail(f"instruction[{i}]", "must be an object with 'pos' and 'neg' strings")
+        out.append(
+            InstructionPair(
+                fields.text(pair["pos"], f"instruction[{i}].pos"),
+                fields.text(pair["neg"], f"instruction[{i}].neg"),
             )
-    return rubric
+        )
+    return tuple(out)
+
+
+def _assistant_names(data: dict, fields: Fields) -> dict[str, str] | None:
+    names = data.get("assistant_names")
+    if names is None:
+        return None
+    if not isinstance(names, dict) or not all(
+        isinstance(names.get(s), str) and names[s].strip() for s in ("pos", "neg")
+    ):
+        raise fields.fail(
+            "assistant_names", "must be an object with non-empty 'pos' and 'neg' strings"
+        )
+    return dict(names) if names else None
+
+
+def _judge_anchors(data: dict, fields: Fields) -> dict[str, tuple[str, ...]] | None:
+    anchors = data.get("judge_anchors")
+    if anchors is None:
+        return None
+    fields.mapping(anchors, "judge_anchors", " with 'pos' and 'neg' lists of strings")
+    return {
+        side: fields.string_list(anchors.get(side, MISSING), f"judge_anchors.{side}")
+        for side in ("pos", "neg")
+    }
 
 
 def parse_trait(data: Any, source: str = "<dict>", name: str | None = None) -> Trait:
     """Validate a trait dict (upstream or personalens shape) and return a :class:`Trait`."""
-    if not isinstance(data, dict):
-        raise TraitFileError(
-            f"trait file {source}: must hold a JSON object, got {type(data).__name__}"
-        )
-    for key in REQUIRED:
-        if key not in data:
-            raise _fail(
-                source, key, "is missing (required keys: instruction, questions, eval_prompt)"
-            )
-
-    pairs = data["instruction"]
-    if not isinstance(pairs, list) or not pairs:
-        raise _fail(
-            source, "instruction", 'must be a non-empty list of {"pos": ..., "neg": ...} objects'
-        )
-    instruction = []
-    for i, pair in enumerate(pairs):
-        if not isinstance(pair, dict) or set(pair) < {"pos", "neg"}:
-            raise _fail(
-                source, f"instruction[{i}]", "must be an object with 'pos' and 'neg' strings"
-            )
-        for side in ("pos", "neg"):
-            if not isinstance(pair[side], str) or not pair[side].strip():
-                raise _fail(source, f"instruction[{i}].{side}", "must be a non-empty string")
-        instruction.append(InstructionPair(pair["pos"], pair["neg"]))
-
-    questions = _string_list(data, "questions", source, required=True)
-    eval_questions = _string_list(data, "eval_questions", source, required=False)
+    fields = Fields(TraitFileError, f"trait file {source}")
+    fields.mapping(data)
+    fields.require(data, REQUIRED)
+    instruction = _instruction_pairs(data, fields)
+    questions = fields.string_list(data["questions"], "questions")
+    eval_questions = fields.string_list(
+        data.get("eval_questions", MISSING), "eval_questions", required=False
+    )
     overlap = set(questions) & set(eval_questions)
     if overlap:
-        raise _fail(
-            source,
+        raise fields.fail(
             "eval_questions",
             f"repeats extraction question(s) {sorted(overlap)[:3]}; held-out questions must differ",
         )
-    rubric = _check_rubric(data["eval_prompt"], source)
-
-    names = data.get("assistant_names")
-    if names is not None:
-        if not isinstance(names, dict) or not all(
-            isinstance(names.get(s), str) and names[s].strip() for s in ("pos", "neg")
-        ):
-            raise _fail(
-                source,
-                "assistant_names",
-                "must be an object with non-empty 'pos' and 'neg' strings",
-            )
-    anchors = data.get("judge_anchors")
-    parsed_anchors = None
-    if anchors is not None:
-        if not isinstance(anchors, dict):
-            raise _fail(
-                source, "judge_anchors", "must be an object with 'pos' and 'neg' lists of strings"
-            )
-        parsed_anchors = {
-            side: _string_list(anchors, side, f"{source} judge_anchors", required=True)
-            for side in ("pos", "neg")
-        }
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise _fail(source, "description", "must be a string")
-    trait_name = data.get("name") or name
-    if not isinstance(trait_name, str) or not trait_name.strip():
-        raise _fail(source, "name", "must be a non-empty string (or name the file after the trait)")
+    rubric = fields.template(
+        data["eval_prompt"],
+        "eval_prompt",
+        RUBRIC_FIELDS,
+        RUBRIC_FIELDS,
+        stray="unmatched",
+        stray_hint="only {question} and {answer} are filled in (write literal braces as {{ }})",
+        missing_hint="the judge needs it",
+    )
+    names = _assistant_names(data, fields)
+    anchors = _judge_anchors(data, fields)
+    description = fields.optional_text(data, "description")
+    trait_name = fields.text(
+        data.get("name") or name, "name", " (or name the file after the trait)"
+    )
     extra = {k: v for k, v in data.items() if k not in REQUIRED + OPTIONAL}
     return Trait(
         name=trait_name,
-        instruction=tuple(instruction),
+        instruction=instruction,
         questions=questions,
         eval_prompt=rubric,
         description=description,
-        assistant_names=dict(names) if names else None,
+        assistant_names=names,
         eval_questions=eval_questions,
-        judge_anchors=parsed_anchors,
+        judge_anchors=anchors,
         source=source,
         extra=extra,
     )
@@ -235,12 +197,7 @@ def parse_trait(data: Any, source: str = "<dict>", name: str | None = None) -> T
 def load_trait_file(path: str | Path) -> Trait:
     """Load and validate a trait JSON file; errors name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise TraitFileError(f"trait file {path} does not exist")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise TraitFileError(f"trait file {path}: not valid JSON ({exc})") from None
+    data = load_json_file(path, TraitFileError, "trait file")
     return parse_trait(data, source=str(path), name=path.stem)
 
 
@@ -267,8 +224,6 @@ def load_trait(name_or_path: str | Path) -> Trait:
 
 def save_trait(trait: Trait | dict, path: str | Path) -> Path:
     """Validate and write a trait file atomically."""
-    from personalens._io import atomic_write_text
-
     data = trait.to_dict() if isinstance(trait, Trait) else trait
     parse_trait(data, source=str(path), name=Path(path).stem)
     return atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")

@@ -2,8 +2,8 @@
 
 Two implementations share the :class:`Judge` protocol:
 
-* ``openai`` (:mod:`personalens.judges.openai_api`): the Persona Vectors paper's method. The rubric
-  goes to an LLM behind any OpenAI-compatible API; we ask for one token with the top-20
+* ``openai`` (:mod:`personalens.judges.openai_judge`): the Persona Vectors paper's method. The
+  rubric goes to an LLM behind any OpenAI-compatible API; we ask for one token with the top-20
   logprobs and take the probability-weighted mean over the integer tokens 0-100. NaN when less
   than a quarter of the probability mass is on numbers (a refusal or off-format answer).
 * ``offline`` (:mod:`personalens.judges.offline`): no network; sentence embeddings for the trait

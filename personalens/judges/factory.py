@@ -7,7 +7,7 @@ import os
 from personalens.errors import PersonaLensError
 from personalens.judges.base import Judge
 from personalens.judges.offline import OfflineJudge
-from personalens.judges.openai_api import OpenAIJudge
+from personalens.judges.openai_judge import OpenAIJudge
 
 
 def api_configured() -> bool:

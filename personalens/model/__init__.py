@@ -8,13 +8,14 @@ from personalens.model.chat import (
     tokenize_pairs,
     tokenize_prompts,
 )
+from personalens.model.embedded import EMBEDDED_MODEL_NAME
 from personalens.model.generation import (
     GenerationConfig,
     GenerationResult,
     generate,
     generate_samples,
 )
-from personalens.model.load import EMBEDDED_MODEL_NAME, load_model, model_info
+from personalens.model.load import load_model, model_info
 
 __all__ = [
     "ActivationSet",

@@ -24,8 +24,10 @@ from typing import TYPE_CHECKING
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from personalens.conventions import check_layer, hook_name
+from personalens.engines.hf import resolve_backend, run_with_layer_hooks
 from personalens.errors import PersonaLensError
 from personalens.model.chat import (
     Message,
@@ -106,8 +108,6 @@ def summarize_batch(
 ) -> ActivationSet:
     """Summaries for one batch of tokenised (prompt, response) pairs (``backend``: "tl", "hf"
     or "auto", as in :func:`collect_activations`)."""
-    from personalens.engines.hf import resolve_backend, run_with_layer_hooks
-
     backend = resolve_backend(model, backend)
     device = model.cfg.device
     batch = batch_from_ids(prompt_ids, response_ids, pad_id(model.tokenizer), device)
@@ -154,8 +154,6 @@ def collect_activations(
     model and its hooks, else uses TransformerLens. Returns an :class:`ActivationSet` in input
     order.
     """
-    from personalens.engines.hf import resolve_backend
-
     backend = resolve_backend(model, backend)  # once, not per batch
     if len(prompts) != len(responses):
         raise PersonaLensError(
@@ -181,13 +179,8 @@ def collect_activations(
     order = sorted(range(len(p_ids)), key=lambda i: -(len(p_ids[i]) + len(r_ids[i])))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     show = progress if progress is not None else len(chunks) > 1
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(order), desc="activations", unit="sample")
     parts, positions = [], []
-    try:
+    with tqdm(total=len(order), desc="activations", unit="sample", disable=not show) as bar:
         for chunk in chunks:
             parts.append(
                 summarize_batch(
@@ -199,11 +192,7 @@ def collect_activations(
                 )
             )
             positions.extend(chunk)
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(len(chunk))
     merged = ActivationSet.concat(parts)
     inverse = torch.empty(len(positions), dtype=torch.long)
     inverse[torch.tensor(positions)] = torch.arange(len(positions))

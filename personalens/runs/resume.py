@@ -6,7 +6,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tqdm.auto import tqdm
+
 from personalens._io import append_jsonl, iter_chunks
+from personalens.errors import PersonaLensError
 from personalens.runs.sharding import Shard, read_logs, wait_for
 
 T = TypeVar("T")
@@ -33,13 +36,12 @@ def run_resumable(
     chunk whose items all have records already, so an interruption loses at most one chunk.
     Chunks are fixed by ``items`` order and ``chunk_size``, so a resumed run batches the same way.
 
-    With ``shard`` (and ``path``), this worker does only its chunks (:mod:`personalens.runs.sharding`),
-    appends them to its own file next to ``path``, then waits for the other workers' records.
+    With ``shard`` (and ``path``), this worker does only its chunks
+    (:mod:`personalens.runs.sharding`), appends them to its own file next to ``path``, then
+    waits for the other workers' records.
     Records in any worker's file count as done, with or without ``shard``.
     """
     if shard is not None and path is None:
-        from personalens.errors import PersonaLensError
-
         raise PersonaLensError(
             f"{desc}: sharded work needs a run directory shared by the workers (give out/run_dir)"
         )
@@ -52,8 +54,6 @@ def run_resumable(
     todo = [c for c in mine if not all(key_of(x) in done for x in c)]
     bar = None
     if progress and todo:
-        from tqdm.auto import tqdm
-
         total = sum(len(c) for c in mine)
         finished = total - sum(len(c) for c in todo)
         label = desc if shard is None else f"{desc} [shard {shard}]"

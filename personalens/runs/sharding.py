@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from personalens._io import read_jsonl
 from personalens.errors import PersonaLensError
 
 # launchers that start one process per GPU/node and say which one it is
@@ -138,8 +141,6 @@ def local_device(device: str | None, env: dict[str, str] | None = None) -> str |
         return device
     for var in LOCAL_RANK_VARS:
         if var in env:
-            import torch
-
             if device is None and not torch.cuda.is_available():
                 return None
             return f"cuda:{int(env[var])}"
@@ -155,8 +156,6 @@ def log_files(path: str | os.PathLike[str]) -> list[Path]:
 
 def read_logs(path: Path, own: Path | None) -> list[dict[str, Any]]:
     """Records of ``path`` and of every worker's file of it; only ``own`` is repaired."""
-    from personalens._io import read_jsonl
-
     records: list[dict[str, Any]] = []
     for p in log_files(path):
         records += read_jsonl(p, repair=own is not None and p == own)

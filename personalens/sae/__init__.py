@@ -3,7 +3,8 @@
 from personalens.sae.causal import FeatureSteeringResult, feature_steering_test, feature_vector
 from personalens.sae.contexts import FeatureContexts, feature_contexts
 from personalens.sae.decompose import Decomposition, decompose
-from personalens.sae.load import LayerSAE, load_sae, shipped_sae_layers
+from personalens.sae.layer_sae import LayerSAE
+from personalens.sae.load import load_sae, shipped_sae_layers
 
 __all__ = [
     "Decomposition",

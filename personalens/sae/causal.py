@@ -12,23 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from torch import Tensor
 
 from personalens.errors import PersonaLensError
+from personalens.extraction.traits import Trait
+from personalens.judges.base import Judge
+from personalens.judges.factory import make_judge
+from personalens.model.generation import GenerationConfig
+from personalens.results import Result, json_safe
+from personalens.sae.decompose import Decomposition
+from personalens.sae.layer_sae import LayerSAE, _model_dims, _one_sae
+from personalens.studies.steering_sweep import resolve_trait, steering_sweep, summarize_judged
+from personalens.vectors.vector import PersonaVector
 
 if TYPE_CHECKING:
-    import pandas as pd
     from transformer_lens import HookedTransformer
-
-    from personalens.extraction.traits import Trait
-    from personalens.judges.base import Judge
-    from personalens.model.generation import GenerationConfig
-    from personalens.vectors.vector import PersonaVector
-
-
-from personalens.sae.decompose import Decomposition, _json_num
-from personalens.sae.load import _model_dims, _one_sae
 
 # ----------------------------------------------------------------------------- causal test
 
@@ -41,8 +41,6 @@ def feature_vector(
     Steer with it like any persona vector, e.g.
     ``steer(model, feature_vector(sae, f, model), coeff=0.5, layers=[sae.layer], coeff_scale="resid")``.
     """
-    from personalens.vectors.vector import PersonaVector
-
     s = _one_sae(sae, layer, model)
     if isinstance(feature, bool) or not isinstance(feature, int) or not 0 <= feature < s.d_sae:
         raise PersonaLensError(f"feature must be an int in 0..{s.d_sae - 1}, got {feature!r}")
@@ -60,7 +58,7 @@ def feature_vector(
 
 
 @dataclass(frozen=True, eq=False)
-class FeatureSteeringResult:
+class FeatureSteeringResult(Result):
     """Judged replies under steering with each feature's decoder direction (and the baseline).
 
     ``records`` holds every reply (``label``, ``feature``, ``coeff``, ``prompt_index``,
@@ -78,8 +76,6 @@ class FeatureSteeringResult:
 
     def replies(self) -> pd.DataFrame:
         """One row per reply."""
-        import pandas as pd
-
         return pd.DataFrame.from_records(list(self.records))
 
     def to_frame(
@@ -88,17 +84,12 @@ class FeatureSteeringResult:
         """Per (feature, coeff): mean trait (± s.e.m.), coherence, share coherent, and
         ``trait_change``/``coherence_change`` against coefficient 0. With a ``decomposition``
         of the same layer, its cosine and attribution columns are added per feature."""
-        df = self.replies()
-        df["coherent"] = df["coherence"] >= coherence_threshold
-        g = df.groupby(["label", "feature", "coeff"], sort=False)
-        out = g.agg(
-            trait=("trait", "mean"),
-            trait_sem=("trait", "sem"),
-            coherence=("coherence", "mean"),
-            frac_coherent=("coherent", "mean"),
-            n=("trait", "size"),
-            n_scored=("trait", "count"),
-        ).reset_index()
+        out = summarize_judged(
+            self.replies(),
+            ["label", "feature", "coeff"],
+            coherence_threshold=coherence_threshold,
+            sort=False,
+        )
         base = out[out.coeff == 0.0].iloc[0]
         out["trait_change"] = out["trait"] - float(base["trait"])
         out["coherence_change"] = out["coherence"] - float(base["coherence"])
@@ -116,7 +107,7 @@ class FeatureSteeringResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        table = self.to_frame().to_dict(orient="records")
+        """The settings and the :meth:`to_frame` summary, without the replies (JSON-safe)."""
         return {
             "trait": self.trait,
             "layer": self.layer,
@@ -124,10 +115,7 @@ class FeatureSteeringResult:
             "coeffs": list(self.coeffs),
             "coeff_scale": self.coeff_scale,
             "settings": self.settings,
-            "summary": [
-                {k: _json_num(v.item() if hasattr(v, "item") else v) for k, v in r.items()}
-                for r in table
-            ],
+            "summary": json_safe(self.to_frame().to_dict(orient="records")),
         }
 
 
@@ -179,21 +167,9 @@ def feature_steering_test(
         out: a directory that makes the test resumable (one steering_sweep run per feature
             under ``feature_<f>/``, the baseline under ``baseline/``).
     """
-    from personalens.judges.factory import make_judge
-    from personalens.studies.steering_sweep import resolve_trait, steering_sweep
-    from personalens.vectors.vector import PersonaVector
-
     s = _one_sae(sae, layer, model)
     layer = s.layer
-    feats = (
-        features.features(layer)
-        if isinstance(features, Decomposition)
-        else [int(f) for f in features]
-    )
-    if not feats:
-        raise PersonaLensError("no features given")
-    if len(set(feats)) != len(feats):
-        raise PersonaLensError(f"features {feats} name a feature twice")
+    feats = _feature_ids(features, layer)
     coeff_list = sorted({float(c) for c in coeffs} | {0.0})
     nonzero = [c for c in coeff_list if c != 0.0]
     if not nonzero:
@@ -202,17 +178,9 @@ def feature_steering_test(
         raise PersonaLensError(f"coeff_scale must be 'raw', 'unit' or 'resid', got {coeff_scale!r}")
     if trait is None and vector is None:
         raise PersonaLensError("give trait= (a trait name or Trait) to judge")
-    vectors: list[tuple[str, int, PersonaVector]] = [
-        (f"feature {f}", f, feature_vector(s, f, model)) for f in feats
-    ]
-    if vector is not None:
-        if not isinstance(vector, PersonaVector):
-            raise PersonaLensError("vector= must be a PersonaVector")
-        vector.check_compatible(model)
-        vectors.append(("persona vector", -1, vector))
+    vectors = _vectors_to_steer(s, feats, model, vector)
     trait_obj = resolve_trait(trait, vector if vector is not None else vectors[0][2])
     judge_obj = make_judge(judge) if isinstance(judge, str) else judge
-    run = Path(out) if out is not None else None
     common = {
         "trait": trait_obj,
         "judge": judge_obj,
@@ -223,45 +191,8 @@ def feature_steering_test(
         "reference": reference,
         "progress": progress,
     }
-    n_layers, d_model, name = _model_dims(model)
-    neutral = PersonaVector(
-        directions=torch.zeros(n_layers, d_model), model=name or "", trait="unsteered baseline"
-    )
-    base = steering_sweep(
-        model,
-        neutral,
-        prompts,
-        layers=[layer],
-        coeffs=[0.0],
-        out=run / "baseline" if run else None,
-        **common,
-    )
-    base_rows = base.records
-    records: list[dict[str, Any]] = []
-    for label, f, vec in vectors:
-        res = steering_sweep(
-            model,
-            vec,
-            prompts,
-            layers=[layer],
-            coeffs=nonzero,
-            out=(run / ("persona_vector" if f < 0 else f"feature_{f}")) if run else None,
-            **common,
-        )
-        for r in list(base_rows) + list(res.records):
-            records.append(
-                {
-                    "label": label,
-                    "feature": f,
-                    "coeff": float(r["coeff"]),
-                    "prompt_index": r["prompt_index"],
-                    "sample_index": r["sample_index"],
-                    "question": r["question"],
-                    "response": r["response"],
-                    "trait": r["trait"],
-                    "coherence": r["coherence"],
-                }
-            )
+    run = Path(out) if out is not None else None
+    base, records = _judged_replies(model, vectors, prompts, layer, nonzero, run, common)
     settings = {
         "sae": s.source,
         "hook": s.hook,
@@ -281,3 +212,83 @@ def feature_steering_test(
         records=tuple(records),
         settings=settings,
     )
+
+
+def _feature_ids(features: Sequence[int] | Tensor | Decomposition, layer: int) -> list[int]:
+    """The feature ids to test (a Decomposition's features at ``layer``), distinct, not empty."""
+    feats = (
+        features.features(layer)
+        if isinstance(features, Decomposition)
+        else [int(f) for f in features]
+    )
+    if not feats:
+        raise PersonaLensError("no features given")
+    if len(set(feats)) != len(feats):
+        raise PersonaLensError(f"features {feats} name a feature twice")
+    return feats
+
+
+def _vectors_to_steer(
+    sae: LayerSAE, feats: list[int], model: Any, vector: PersonaVector | None
+) -> list[tuple[str, int, PersonaVector]]:
+    """``(label, feature id or -1, vector)``: each feature's decoder vector, then ``vector``."""
+    vectors = [(f"feature {f}", f, feature_vector(sae, f, model)) for f in feats]
+    if vector is not None:
+        if not isinstance(vector, PersonaVector):
+            raise PersonaLensError("vector= must be a PersonaVector")
+        vector.check_compatible(model)
+        vectors.append(("persona vector", -1, vector))
+    return vectors
+
+
+def _judged_replies(
+    model: HookedTransformer,
+    vectors: list[tuple[str, int, PersonaVector]],
+    prompts: Sequence[Any] | None,
+    layer: int,
+    nonzero: list[float],
+    run: Path | None,
+    common: dict[str, Any],
+) -> tuple[Any, list[dict[str, Any]]]:
+    """(the baseline sweep, every reply's record): the unsteered baseline once (under
+    ``run/baseline``), then one :func:`steering_sweep` per labelled vector; the baseline's
+    replies are listed under every vector."""
+    n_layers, d_model, name = _model_dims(model)
+    neutral = PersonaVector(
+        directions=torch.zeros(n_layers, d_model), model=name or "", trait="unsteered baseline"
+    )
+    base = steering_sweep(
+        model,
+        neutral,
+        prompts,
+        layers=[layer],
+        coeffs=[0.0],
+        out=run / "baseline" if run else None,
+        **common,
+    )
+    records: list[dict[str, Any]] = []
+    for label, f, vec in vectors:
+        res = steering_sweep(
+            model,
+            vec,
+            prompts,
+            layers=[layer],
+            coeffs=nonzero,
+            out=(run / ("persona_vector" if f < 0 else f"feature_{f}")) if run else None,
+            **common,
+        )
+        for r in list(base.records) + list(res.records):
+            records.append(
+                {
+                    "label": label,
+                    "feature": f,
+                    "coeff": float(r["coeff"]),
+                    "prompt_index": r["prompt_index"],
+                    "sample_index": r["sample_index"],
+                    "question": r["question"],
+                    "response": r["response"],
+                    "trait": r["trait"],
+                    "coherence": r["coherence"],
+                }
+            )
+    return base, records

@@ -9,39 +9,31 @@ from __future__ import annotations
 
 import html
 import math
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pandas as pd
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from personalens.conventions import hook_name
 from personalens.errors import PersonaLensError
+from personalens.model.chat import batch_from_ids, pad_id
+from personalens.results import Result
+from personalens.sae.corpus import TokenSequence, corpus_sequences
+from personalens.sae.decompose import Decomposition
+from personalens.sae.layer_sae import LayerSAE, _one_sae
 
 if TYPE_CHECKING:
-    import pandas as pd
     from transformer_lens import HookedTransformer
-
-
-from personalens.sae.decompose import Decomposition
-from personalens.sae.load import LayerSAE, _one_sae
 
 # ----------------------------------------------------------------------------- contexts
 
 
-@dataclass(frozen=True)
-class _Sequence:
-    ids: list[int]
-    score_from: int  # positions >= this are candidates (earlier ones are context only)
-    source: str
-    offset: int = 0  # position of ids[0] in the text it was cut from
-
-
 @dataclass(frozen=True, eq=False)
-class FeatureContexts:
+class FeatureContexts(Result):
     """The top-activating tokens of some features over a corpus, with their context.
 
     ``examples`` holds one dict per (feature, rank): ``activation``, the ``token``,
@@ -65,8 +57,6 @@ class FeatureContexts:
 
     def to_frame(self) -> pd.DataFrame:
         """feature, rank, activation, token, left, right, source, position, frequency."""
-        import pandas as pd
-
         cols = ["feature", "rank", "activation", "token", "left", "right", "source", "position"]
         df = pd.DataFrame.from_records(
             [{c: e[c] for c in cols} for e in self.examples], columns=cols
@@ -132,119 +122,6 @@ def _context_heading(ctx: FeatureContexts) -> str:
     )
 
 
-def _corpus_sequences(
-    model: HookedTransformer, corpus: Any, max_length: int
-) -> tuple[list[_Sequence], str]:
-    from personalens.extraction.pipeline import ExtractionResult
-
-    tok = model.tokenizer
-    if tok is None:
-        raise PersonaLensError("the model has no tokenizer; load it with personalens.load_model")
-    max_length = min(max_length, int(model.cfg.n_ctx))
-    if isinstance(corpus, ExtractionResult):
-        return _record_sequences(tok, corpus.records, "ExtractionResult"), "an ExtractionResult"
-    if isinstance(corpus, str | os.PathLike):
-        path = Path(corpus)
-        if not path.exists():
-            raise PersonaLensError(
-                f"corpus {str(corpus)[:80]!r} is not an existing file or directory; to pass "
-                "texts, give a list of strings"
-            )
-        items: list[Any] = [path]
-    elif isinstance(corpus, Sequence):
-        items = list(corpus)
-    else:
-        raise PersonaLensError(
-            "corpus must be a list of strings, a text file, an extraction run directory, an "
-            f"ExtractionResult, or a list mixing texts and paths; got {type(corpus).__name__}"
-        )
-    if not items:
-        raise PersonaLensError("the corpus is empty: give at least one text")
-    seqs: list[_Sequence] = []
-    described = []
-    n_texts = 0
-    for i, item in enumerate(items):
-        if isinstance(item, os.PathLike):
-            path = Path(item)
-            if path.is_dir():
-                seqs += _run_sequences(tok, path)
-                described.append(f"run {path}")
-            elif path.is_file():
-                text = path.read_text(encoding="utf-8", errors="replace")
-                seqs += _text_sequences(model, text, max_length, str(path.name))
-                described.append(str(path))
-            else:
-                raise PersonaLensError(f"corpus entry {path} does not exist")
-        elif isinstance(item, str):
-            seqs += _text_sequences(model, item, max_length, f"text {i}")
-            n_texts += 1
-        else:
-            raise PersonaLensError(
-                f"corpus entry {i} is a {type(item).__name__}; use strings (texts) or paths"
-            )
-    if n_texts:
-        described.append(f"{n_texts} texts")
-    if not seqs:
-        raise PersonaLensError("the corpus has no tokens to score")
-    too_long = [q.source for q in seqs if len(q.ids) > model.cfg.n_ctx]
-    if too_long:
-        raise PersonaLensError(
-            f"{len(too_long)} run sample(s) (first {too_long[0]!r}) are longer than the model's "
-            f"context ({model.cfg.n_ctx} tokens)"
-        )
-    return seqs, ", ".join(described)
-
-
-def _text_sequences(model: Any, text: str, max_length: int, source: str) -> list[_Sequence]:
-    tok = model.tokenizer
-    ids = list(tok.encode(text, add_special_tokens=False))
-    if model.cfg.default_prepend_bos and tok.bos_token_id is not None:
-        ids = [int(tok.bos_token_id)] + ids
-    if len(ids) < 2:
-        return []
-    # chunks overlap by one token: a chunk's first position is never scored (attention sink),
-    # and it is the previous chunk's last scored token, so no token is lost
-    out, start, step = [], 0, max(2, max_length) - 1
-    while start < len(ids) - 1:
-        chunk = ids[start : start + step + 1]
-        suffix = f" @{start}" if start or len(ids) > step + 1 else ""
-        out.append(_Sequence(chunk, 1, source + suffix, offset=start))
-        start += step
-    return out
-
-
-def _run_sequences(tok: Any, run: Path) -> list[_Sequence]:
-    from personalens.runs.sharding import log_files, read_run_log
-
-    path = run / "responses.jsonl"
-    if not any(p.is_file() for p in log_files(path)):
-        raise PersonaLensError(
-            f"{run} is not an extraction run directory (no responses.jsonl): give the --out "
-            "directory of `personalens extract`, a text file, or texts"
-        )
-    return _record_sequences(tok, read_run_log(path), str(run))
-
-
-def _record_sequences(
-    tok: Any, records: Sequence[Mapping[str, Any]], where: str
-) -> list[_Sequence]:
-    from personalens.model.chat import as_conversation, encode_chat
-
-    seqs = []
-    for r in records:
-        if not all(k in r for k in ("question", "response_tokens")):
-            raise PersonaLensError(f"{where}: records need 'question' and 'response_tokens'")
-        if not r["response_tokens"]:
-            continue
-        p_ids = encode_chat(tok, as_conversation(r["question"], r.get("system")))
-        seqs.append(
-            _Sequence(
-                p_ids + [int(t) for t in r["response_tokens"]], len(p_ids), str(r.get("key", ""))
-            )
-        )
-    return seqs
-
-
 def feature_contexts(
     model: HookedTransformer,
     sae: Any,
@@ -278,6 +155,31 @@ def feature_contexts(
     """
     s = _one_sae(sae, layer, model)
     layer = s.layer
+    feats = _check_features(features, layer, s)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise PersonaLensError(f"n must be a positive int, got {n!r}")
+    left, right = (window, 4) if isinstance(window, int) else (int(window[0]), int(window[1]))
+    if left < 0 or right < 0:
+        raise PersonaLensError(f"window sizes must be >= 0, got {(left, right)}")
+    seqs, where = corpus_sequences(model, corpus, max_length)
+    top = _top_activations(model, s, feats, seqs, n, left, right, batch_size, progress)
+    total = max(top.n_scored, 1)
+    return FeatureContexts(
+        layer=layer,
+        features=tuple(feats),
+        examples=tuple(_examples(model.tokenizer, feats, top, seqs, left)),
+        frequency={f: float(top.n_active[j]) / total for j, f in enumerate(feats)},
+        n_tokens=top.n_scored,
+        n_sequences=len(seqs),
+        window=(left, right),
+        source=where,
+    )
+
+
+def _check_features(
+    features: Sequence[int] | Tensor | Decomposition, layer: int, sae: LayerSAE
+) -> list[int]:
+    """The feature ids (a Decomposition's at ``layer``): distinct, in range, not empty."""
     if isinstance(features, Decomposition):
         feats = features.features(layer)
     else:
@@ -286,29 +188,30 @@ def feature_contexts(
         raise PersonaLensError("no features given")
     if len(set(feats)) != len(feats):
         raise PersonaLensError(f"features {feats} name a feature twice")
-    bad = [f for f in feats if not 0 <= f < s.d_sae]
+    bad = [f for f in feats if not 0 <= f < sae.d_sae]
     if bad:
-        raise PersonaLensError(f"feature id(s) {bad} out of range: the SAE has {s.d_sae} features")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise PersonaLensError(f"n must be a positive int, got {n!r}")
-    left, right = (window, 4) if isinstance(window, int) else (int(window[0]), int(window[1]))
-    if left < 0 or right < 0:
-        raise PersonaLensError(f"window sizes must be >= 0, got {(left, right)}")
-    seqs, where = _corpus_sequences(model, corpus, max_length)
-    top = _top_activations(model, s, feats, seqs, n, left, right, batch_size, progress)
-    best_val, best_seq, best_pos, win_ids, win_acts, win_real, n_active, n_scored = top
-    tok = model.tokenizer
+        raise PersonaLensError(
+            f"feature id(s) {bad} out of range: the SAE has {sae.d_sae} features"
+        )
+    return feats
+
+
+def _examples(
+    tok: Any, feats: list[int], top: _TopTokens, seqs: list[TokenSequence], left: int
+) -> list[dict[str, Any]]:
+    """One record per (feature, rank) with a positive activation, best first (see
+    :class:`FeatureContexts`); the window keeps only real (unpadded) tokens."""
     examples = []
     for j, f in enumerate(feats):
         rank = 0
-        for r in range(best_val.shape[0]):
-            a = float(best_val[r, j])
+        for r in range(top.values.shape[0]):
+            a = float(top.values[r, j])
             if not a > 0:
                 continue
             rank += 1
-            ids = win_ids[r, j].tolist()
-            real = win_real[r, j].tolist()
-            acts = win_acts[r, j].tolist()
+            ids = top.window_ids[r, j].tolist()
+            real = top.window_real[r, j].tolist()
+            acts = top.window_acts[r, j].tolist()
             keep = [i for i in range(len(ids)) if real[i]]
             center = keep.index(left)
             ids_k = [ids[i] for i in keep]
@@ -320,24 +223,61 @@ def feature_contexts(
                     "token": tok.decode([ids[left]]),
                     "left": tok.decode(ids_k[:center]),
                     "right": tok.decode(ids_k[center + 1 :]),
-                    "source": seqs[int(best_seq[r, j])].source,
-                    "position": int(best_pos[r, j]),
+                    "source": seqs[int(top.sequence[r, j])].source,
+                    "position": int(top.position[r, j]),
                     "tokens": [tok.decode([i]) for i in ids_k],
                     "acts": [acts[i] for i in keep],
                     "center": center,
                 }
             )
-    total = max(n_scored, 1)
-    return FeatureContexts(
-        layer=layer,
-        features=tuple(feats),
-        examples=tuple(examples),
-        frequency={f: float(n_active[j]) / total for j, f in enumerate(feats)},
-        n_tokens=n_scored,
-        n_sequences=len(seqs),
-        window=(left, right),
-        source=where,
-    )
+    return examples
+
+
+# ----------------------------------------------------------------------------- the running top n
+
+
+@dataclass
+class _TopTokens:
+    """The running top ``n`` tokens per feature: ``[n, F]`` activation, sequence and position,
+    ``[n, F, W]`` window token ids, activations and real-token flags; and the counts of scored
+    tokens and of tokens each feature is active on."""
+
+    values: Tensor
+    sequence: Tensor
+    position: Tensor
+    window_ids: Tensor
+    window_acts: Tensor
+    window_real: Tensor
+    n_active: Tensor
+    n_scored: int = 0
+
+    @classmethod
+    def empty(cls, n_features: int, width: int) -> _TopTokens:
+        F, W = n_features, width
+        return cls(
+            values=torch.full((0, F), -math.inf),
+            sequence=torch.zeros((0, F), dtype=torch.long),
+            position=torch.zeros((0, F), dtype=torch.long),
+            window_ids=torch.zeros((0, F, W), dtype=torch.long),
+            window_acts=torch.zeros((0, F, W)),
+            window_real=torch.zeros((0, F, W), dtype=torch.bool),
+            n_active=torch.zeros(F, dtype=torch.long),
+        )
+
+    def merge(self, other: _TopTokens, n: int) -> None:
+        """Add ``other``'s candidates and counts; keep the top ``n`` per feature."""
+        W = self.window_ids.shape[-1]
+        values = torch.cat([self.values, other.values])
+        keep = min(n, values.shape[0])
+        self.values, sel = values.topk(keep, dim=0)
+        self.sequence = torch.cat([self.sequence, other.sequence]).gather(0, sel)
+        self.position = torch.cat([self.position, other.position]).gather(0, sel)
+        sel_w = sel[..., None].expand(-1, -1, W)
+        self.window_ids = torch.cat([self.window_ids, other.window_ids]).gather(0, sel_w)
+        self.window_acts = torch.cat([self.window_acts, other.window_acts]).gather(0, sel_w)
+        self.window_real = torch.cat([self.window_real, other.window_real]).gather(0, sel_w)
+        self.n_active += other.n_active
+        self.n_scored += other.n_scored
 
 
 @torch.inference_mode()
@@ -345,100 +285,96 @@ def _top_activations(
     model: Any,
     sae: LayerSAE,
     feats: list[int],
-    seqs: list[_Sequence],
+    seqs: list[TokenSequence],
     n: int,
     left: int,
     right: int,
     batch_size: int,
     progress: bool,
-) -> tuple:
-    from personalens.model.chat import batch_from_ids, pad_id
-
-    device = model.cfg.device
-    F, W = len(feats), left + right + 1
-    feat_idx = torch.tensor(feats, device=sae.device)
-    best_val = torch.full((0, F), -math.inf)
-    best_seq = torch.zeros((0, F), dtype=torch.long)
-    best_pos = torch.zeros((0, F), dtype=torch.long)
-    win_ids = torch.zeros((0, F, W), dtype=torch.long)
-    win_acts = torch.zeros((0, F, W))
-    win_real = torch.zeros((0, F, W), dtype=torch.bool)
-    n_active = torch.zeros(F, dtype=torch.long)
-    n_scored = 0
+) -> _TopTokens:
+    """The top ``n`` scored tokens per feature over ``seqs``, one batched forward per chunk of
+    ``batch_size`` sequences (longest first)."""
+    top = _TopTokens.empty(len(feats), left + right + 1)
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i].ids))
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    bar = None
-    if progress and len(chunks) > 1:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(seqs), desc="feature contexts", unit="seq")
-    hook = hook_name(sae.layer)
-    pad = pad_id(model.tokenizer)
-    offsets = torch.arange(-left, right + 1)
-    try:
+    show = progress and len(chunks) > 1
+    with tqdm(total=len(seqs), desc="feature contexts", unit="seq", disable=not show) as bar:
         for chunk in chunks:
-            prompt = [seqs[i].ids[: seqs[i].score_from] for i in chunk]
-            rest = [seqs[i].ids[seqs[i].score_from :] for i in chunk]
-            batch = batch_from_ids(prompt, rest, pad, device)
-            b, p = batch.tokens.shape
-            store: dict[str, Tensor] = {}
+            top.merge(_chunk_top(model, sae, feats, seqs, chunk, n, left, right), n)
+            bar.update(len(chunk))
+    return top
 
-            def grab(resid: Tensor, hook: Any, store: dict = store) -> None:
-                store["resid"] = resid.detach()
 
-            with model.hooks(fwd_hooks=[(hook, grab)]):
-                model(
-                    batch.tokens,
-                    attention_mask=batch.attention_mask.long(),
-                    stop_at_layer=sae.layer + 1,
-                )
-            real = batch.attention_mask.cpu()
-            first = real.long().argmax(dim=1)
-            encoded = real.clone()
-            encoded[torch.arange(b), first] = False  # the first token: an attention sink
-            acts = torch.full((b, p, F), math.nan)
-            rows = store["resid"][encoded.to(store["resid"].device)]
-            vals = []
-            for i in range(0, rows.shape[0], 2048):
-                vals.append(sae.encode(rows[i : i + 2048]).index_select(-1, feat_idx).cpu())
-            acts[encoded] = torch.cat(vals) if vals else torch.zeros((0, F))
-            scored = batch.response_mask.cpu() & encoded
-            n_scored += int(scored.sum())
-            n_active += (acts[scored] > 0).sum(0)
-            cand = torch.where(scored[..., None], acts.nan_to_num(nan=-math.inf), -math.inf)
-            m = min(n, b * p)
-            vals_top, idx = cand.reshape(b * p, F).topk(m, dim=0)  # [m, F]
-            bi, pi = idx // p, idx % p
-            wpos = pi[..., None] + offsets  # [m, F, W]
-            inside = (wpos >= 0) & (wpos < p)
-            wpos_c = wpos.clamp(0, p - 1)
-            bi_w = bi[..., None].expand_as(wpos_c)
-            fi_w = torch.arange(F)[None, :, None].expand_as(wpos_c)
-            tokens = batch.tokens.cpu()
-            ids_w = torch.where(inside, tokens[bi_w, wpos_c], pad)
-            real_w = inside & real[bi_w, wpos_c]
-            acts_w = torch.where(real_w, acts[bi_w, wpos_c, fi_w], math.nan)
-            seq_global = torch.tensor(chunk)[bi]
-            # merge with the running best and keep the top n per feature
-            best_val = torch.cat([best_val, vals_top])
-            best_seq = torch.cat([best_seq, seq_global])
-            # position in the source text: minus the left padding, plus the piece's offset
-            shift = torch.tensor([seqs[i].offset - (p - len(seqs[i].ids)) for i in chunk])
-            best_pos = torch.cat([best_pos, pi + shift[bi]])
-            win_ids = torch.cat([win_ids, ids_w])
-            win_acts = torch.cat([win_acts, acts_w])
-            win_real = torch.cat([win_real, real_w])
-            keep = min(n, best_val.shape[0])
-            best_val, sel = best_val.topk(keep, dim=0)
-            best_seq = best_seq.gather(0, sel)
-            best_pos = best_pos.gather(0, sel)
-            sel_w = sel[..., None].expand(-1, -1, W)
-            win_ids = win_ids.gather(0, sel_w)
-            win_acts = win_acts.gather(0, sel_w)
-            win_real = win_real.gather(0, sel_w)
-            if bar:
-                bar.update(len(chunk))
-    finally:
-        if bar:
-            bar.close()
-    return best_val, best_seq, best_pos, win_ids, win_acts, win_real, n_active, n_scored
+def _chunk_top(
+    model: Any,
+    sae: LayerSAE,
+    feats: list[int],
+    seqs: list[TokenSequence],
+    chunk: list[int],
+    n: int,
+    left: int,
+    right: int,
+) -> _TopTokens:
+    """One chunk's top ``n`` candidate tokens per feature, with their windows and counts."""
+    F = len(feats)
+    pad = pad_id(model.tokenizer)
+    prompt = [seqs[i].ids[: seqs[i].score_from] for i in chunk]
+    rest = [seqs[i].ids[seqs[i].score_from :] for i in chunk]
+    batch = batch_from_ids(prompt, rest, pad, model.cfg.device)
+    b, p = batch.tokens.shape
+    real = batch.attention_mask.cpu()
+    first = real.long().argmax(dim=1)
+    encoded = real.clone()
+    encoded[torch.arange(b), first] = False  # the first token: an attention sink
+    acts = _encoded_activations(model, sae, feats, batch, encoded)
+    scored = batch.response_mask.cpu() & encoded
+    cand = torch.where(scored[..., None], acts.nan_to_num(nan=-math.inf), -math.inf)
+    m = min(n, b * p)
+    vals_top, idx = cand.reshape(b * p, F).topk(m, dim=0)  # [m, F]
+    bi, pi = idx // p, idx % p
+    wpos = pi[..., None] + torch.arange(-left, right + 1)  # [m, F, W]
+    inside = (wpos >= 0) & (wpos < p)
+    wpos_c = wpos.clamp(0, p - 1)
+    bi_w = bi[..., None].expand_as(wpos_c)
+    fi_w = torch.arange(F)[None, :, None].expand_as(wpos_c)
+    tokens = batch.tokens.cpu()
+    real_w = inside & real[bi_w, wpos_c]
+    # position in the source text: minus the left padding, plus the piece's offset
+    shift = torch.tensor([seqs[i].offset - (p - len(seqs[i].ids)) for i in chunk])
+    return _TopTokens(
+        values=vals_top,
+        sequence=torch.tensor(chunk)[bi],
+        position=pi + shift[bi],
+        window_ids=torch.where(inside, tokens[bi_w, wpos_c], pad),
+        window_acts=torch.where(real_w, acts[bi_w, wpos_c, fi_w], math.nan),
+        window_real=real_w,
+        n_active=(acts[scored] > 0).sum(0),
+        n_scored=int(scored.sum()),
+    )
+
+
+def _encoded_activations(
+    model: Any, sae: LayerSAE, feats: list[int], batch: Any, encoded: Tensor
+) -> Tensor:
+    """``[b, p, F]`` activations of ``feats`` at the ``encoded`` positions (NaN elsewhere): one
+    forward up to the SAE's layer, its residuals encoded in blocks of 2048."""
+    b, p = batch.tokens.shape
+    store: dict[str, Tensor] = {}
+
+    def grab(resid: Tensor, hook: Any) -> None:
+        store["resid"] = resid.detach()
+
+    with model.hooks(fwd_hooks=[(hook_name(sae.layer), grab)]):
+        model(
+            batch.tokens,
+            attention_mask=batch.attention_mask.long(),
+            stop_at_layer=sae.layer + 1,
+        )
+    feat_idx = torch.tensor(feats, device=sae.device)
+    acts = torch.full((b, p, len(feats)), math.nan)
+    rows = store["resid"][encoded.to(store["resid"].device)]
+    vals = []
+    for i in range(0, rows.shape[0], 2048):
+        vals.append(sae.encode(rows[i : i + 2048]).index_select(-1, feat_idx).cpu())
+    acts[encoded] = torch.cat(vals) if vals else torch.zeros((0, len(feats)))
+    return acts

@@ -1,43 +1,66 @@
 """Decompose a persona vector into SAE features: signed decoder cosines and activation attributions.
 
-See :mod:`personalens.sae.load` for the layer convention and what ``attribution`` and
-``attribution_samples`` mean. SAEs come from :func:`personalens.sae.load.load_sae`; this module never
-imports sae_lens itself.
+SAEs come from :func:`personalens.sae.load.load_sae` (see :mod:`personalens.sae.layer_sae` for
+which hook point an SAE must belong to); this module never imports sae_lens itself.
+
+**Cosines.** For layer ``L``, :func:`decompose` takes the persona vector's direction ``v_L``
+and the SAE's decoder rows ``W_dec[f]`` normalised to unit length and ranks features by the
+signed cosine ``cos(v_L, W_dec[f])``: the ``k`` most aligned (largest) and the ``k`` most
+anti-aligned (most negative). ``projection = cos * |v_L|`` is the component of the vector along
+the feature in residual units.
+
+**Attributions** (activation space, optional; from the extraction run's activations). Two
+numbers per feature, both differences "pos minus neg" of SAE feature activations:
+
+* ``attribution = encode(mean_pos) - encode(mean_neg)``: the activation difference when the
+  mean pos and mean neg residuals at the layer are encoded through the SAE. For the run the
+  vector came from, ``mean_pos - mean_neg`` *is* the persona vector, so this is the issue's
+  "projection of the pos-neg mean activation difference encoded through the SAE".
+* ``attribution_samples = mean_i encode(pos_i) - mean_j encode(neg_j)``: the mean over samples
+  of each sample's encoding. The SAE is nonlinear (a threshold per feature), so the two differ:
+  a feature that fires strongly on a few pos samples survives in the per-sample mean but can
+  fall under the threshold once the samples are averaged first. We report both;
+  ``attribution_samples`` is the more faithful "how much more does this feature fire on pos
+  samples", ``attribution`` the one that matches the mean-difference vector. Only available
+  when per-sample activations are given (a run directory or :class:`ActivationSet` s).
+
+Both use the run's stored per-sample summaries (by default the response average, the
+vector's variant), i.e. each sample's residual averaged over its response tokens. An SAE is
+trained on single-token residuals, so these encodings are of averaged inputs; to see what a
+feature does on single tokens use :func:`feature_contexts`.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from personalens.errors import PersonaLensError
+from personalens.results import Result, json_safe
+from personalens.sae.attribution_inputs import attribution_inputs
+from personalens.sae.layer_sae import LayerSAE, _as_saes, _model_dims
+from personalens.vectors.vector import PersonaVector
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-    from personalens.vectors.vector import PersonaVector
-
-
-from personalens.sae.load import LayerSAE, _as_saes, _model_dims
+RANK_BY = ("cosine", "attribution", "attribution_samples")
 
 # ----------------------------------------------------------------------------- decomposition
 
 
 @dataclass(frozen=True, eq=False)
-class Decomposition:
+class Decomposition(Result):
     """The top features of a persona vector at one or more layers (see the module docstring).
 
     ``rows`` holds one record per (layer, direction, rank); ``cosines[L]`` the cosine of every
     feature (``[d_sae]``), and, when activations were given, ``attributions[L]`` and
-    ``sample_attributions[L]`` every feature's attribution.
+    ``sample_attributions[L]`` every feature's attribution. ``to_frame()`` has one row per
+    feature: layer, direction (aligned/anti), rank, feature, cosine, projection (cosine x
+    ``|v_L|``), decoder_norm, and with activations attribution, attribution_samples, pos_act and
+    neg_act (encode(mean_pos), encode(mean_neg)).
     """
 
     trait: str
@@ -51,13 +74,7 @@ class Decomposition:
     saes: dict[int, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per feature: layer, direction (aligned/anti), rank, feature, cosine,
-        projection (cosine x |v_L|), decoder_norm, and with activations attribution,
-        attribution_samples, pos_act and neg_act (encode(mean_pos), encode(mean_neg))."""
-        import pandas as pd
-
-        return pd.DataFrame.from_records(list(self.rows))
+    _frame_field: ClassVar[str] = "rows"
 
     def features(
         self, layer: int | None = None, *, direction: str = "both", n: int | None = None
@@ -82,33 +99,24 @@ class Decomposition:
         return list(dict.fromkeys(out))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "trait": self.trait,
-            "model": self.model,
-            "k": self.k,
-            "layers": list(self.layers),
-            "saes": {str(L): s for L, s in self.saes.items()},
-            "settings": self.settings,
-            "rows": [{k: _json_num(v) for k, v in r.items()} for r in self.rows],
-        }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write :meth:`to_dict` as JSON (atomic)."""
-        from personalens._io import atomic_write_json
-
-        return atomic_write_json(Path(path), self.to_dict())
+        """The rows and settings, without the per-feature tensors (JSON-safe: NaN -> None)."""
+        return json_safe(
+            {
+                "trait": self.trait,
+                "model": self.model,
+                "k": self.k,
+                "layers": self.layers,
+                "saes": self.saes,
+                "settings": self.settings,
+                "rows": self.rows,
+            }
+        )
 
     def __repr__(self) -> str:
         return (
             f"Decomposition(trait={self.trait!r}, model={self.model!r}, layers={list(self.layers)}, "
             f"k={self.k}, attributions={self.attributions is not None})"
         )
-
-
-def _json_num(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 def decompose(
@@ -146,62 +154,11 @@ def decompose(
         rank_by: ``"cosine"`` (default), ``"attribution"`` or ``"attribution_samples"``:
             which score picks and orders the top features.
     """
-    from personalens.vectors.vector import PersonaVector
-
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise PersonaLensError(f"k must be a positive int, got {k!r}")
-    k_anti = k if k_anti is None else k_anti
-    if isinstance(k_anti, bool) or not isinstance(k_anti, int) or k_anti < 0:
-        raise PersonaLensError(f"k_anti must be a non-negative int, got {k_anti!r}")
-    if rank_by not in ("cosine", "attribution", "attribution_samples"):
-        raise PersonaLensError(
-            f"rank_by must be 'cosine', 'attribution' or 'attribution_samples', got {rank_by!r}"
-        )
-    if isinstance(vector, PersonaVector):
-        if model is not None:
-            vector.check_compatible(model)
-        ref: Any = model if model is not None else vector
-        table = _as_saes(saes, layer, ref)
-        directions = {L: vector.directions[L] for L in table}
-        trait, model_name, variant = vector.trait, vector.model, vector.variant
-    elif isinstance(vector, Tensor):
-        if vector.ndim == 1:
-            table = _as_saes(saes, layer, model)
-            if len(table) != 1:
-                raise PersonaLensError(
-                    "a single [d_model] direction can be decomposed with one SAE only; pass a "
-                    "[n_layers, d_model] tensor or a PersonaVector for several layers"
-                )
-            directions = {L: vector for L in table}
-        elif vector.ndim == 2:
-            table = _as_saes(saes, layer, model)
-            bad = [L for L in table if L >= vector.shape[0]]
-            if bad:
-                raise PersonaLensError(
-                    f"the vector has {vector.shape[0]} layers but SAEs are for layer(s) {bad}"
-                )
-            directions = {L: vector[L] for L in table}
-        else:
-            raise PersonaLensError(
-                f"vector must be [d_model] or [n_layers, d_model], got shape {list(vector.shape)}"
-            )
-        trait, variant = "vector", "response_avg"
-        model_name = (_model_dims(model)[2] or "") if model is not None else ""
-    else:
-        raise PersonaLensError(
-            f"vector must be a PersonaVector or a tensor, got {type(vector).__name__}"
-        )
-    for L, s in table.items():
-        d = directions[L]
-        if d.shape[-1] != s.d_in:
-            raise PersonaLensError(
-                f"the vector has d_model={d.shape[-1]} but {s.source} has d_in={s.d_in}: the "
-                "SAE was trained on another model's residual stream"
-            )
-        if not bool(torch.isfinite(d).all()) or float(d.norm()) == 0.0:
-            raise PersonaLensError(f"the vector is zero or not finite at layer {L}")
-
-    means, samples, act_info = _attribution_inputs(
+    k_anti = _check_settings(k, k_anti, rank_by)
+    table, directions, (trait, model_name, variant) = _directions_by_layer(
+        vector, saes, layer, model
+    )
+    means, samples, act_info = attribution_inputs(
         activations, pos_mean, neg_mean, list(table), variant, model
     )
     if rank_by == "attribution" and means is None:
@@ -211,57 +168,18 @@ def decompose(
             "rank_by='attribution_samples' needs per-sample activations (a run directory or "
             "ActivationSets)"
         )
-
     rows: list[dict[str, Any]] = []
     cosines: dict[int, Tensor] = {}
     attributions: dict[int, Tensor] | None = {} if means is not None else None
     sample_attr: dict[int, Tensor] | None = {} if samples is not None else None
-    pos_acts: dict[int, Tensor] = {}
-    neg_acts: dict[int, Tensor] = {}
     for L, s in table.items():
-        dec = s.decoder()
-        dec_norm = dec.norm(dim=-1)
-        unit_dec = torch.where(dec_norm[:, None] > 0, dec / dec_norm.clamp(min=1e-12)[:, None], 0.0)
-        v = directions[L].detach().float().cpu()
-        cos = unit_dec @ (v / v.norm())
-        cosines[L] = cos
-        if means is not None and attributions is not None:
-            p, n = means[L]
-            enc = s.encode(torch.stack([p, n]).float()).cpu()
-            pos_acts[L], neg_acts[L] = enc[0], enc[1]
-            attributions[L] = enc[0] - enc[1]
-        if samples is not None and sample_attr is not None:
-            ps, ns = samples[L]
-            sample_attr[L] = _mean_encoding(s, ps) - _mean_encoding(s, ns)
-        score = {
-            "cosine": cos,
-            "attribution": attributions[L] if attributions is not None else None,
-            "attribution_samples": sample_attr[L] if sample_attr is not None else None,
-        }[rank_by]
-        assert score is not None
-        for direction, count in (("aligned", k), ("anti", k_anti)):
-            count = min(count, s.d_sae)
-            if count == 0:
-                continue
-            top = torch.topk(score if direction == "aligned" else -score, count)
-            for rank, f in enumerate(top.indices.tolist(), start=1):
-                row: dict[str, Any] = {
-                    "layer": L,
-                    "direction": direction,
-                    "rank": rank,
-                    "feature": int(f),
-                    "cosine": float(cos[f]),
-                    "projection": float(cos[f] * v.norm()),
-                    "decoder_norm": float(dec_norm[f]),
-                }
-                if attributions is not None:
-                    row["attribution"] = float(attributions[L][f])
-                if sample_attr is not None:
-                    row["attribution_samples"] = float(sample_attr[L][f])
-                if attributions is not None:
-                    row["pos_act"] = float(pos_acts[L][f])
-                    row["neg_act"] = float(neg_acts[L][f])
-                rows.append(row)
+        scores = _layer_scores(s, directions[L], means and means[L], samples and samples[L])
+        cosines[L] = scores["cosine"]
+        if attributions is not None:
+            attributions[L] = scores["attribution"]
+        if sample_attr is not None:
+            sample_attr[L] = scores["attribution_samples"]
+        rows += _top_rows(L, s, directions[L], scores, rank_by, k, k_anti)
     settings = {
         "k": k,
         "k_anti": k_anti,
@@ -285,115 +203,136 @@ def decompose(
     )
 
 
+def _check_settings(k: int, k_anti: int | None, rank_by: str) -> int:
+    """``k_anti`` (default ``k``) after checking ``k``, ``k_anti`` and ``rank_by``."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise PersonaLensError(f"k must be a positive int, got {k!r}")
+    k_anti = k if k_anti is None else k_anti
+    if isinstance(k_anti, bool) or not isinstance(k_anti, int) or k_anti < 0:
+        raise PersonaLensError(f"k_anti must be a non-negative int, got {k_anti!r}")
+    if rank_by not in RANK_BY:
+        raise PersonaLensError(
+            f"rank_by must be 'cosine', 'attribution' or 'attribution_samples', got {rank_by!r}"
+        )
+    return k_anti
+
+
+def _directions_by_layer(
+    vector: PersonaVector | Tensor, saes: Any, layer: Any, model: Any
+) -> tuple[dict[int, LayerSAE], dict[int, Tensor], tuple[str, str, str]]:
+    """(``{layer: SAE}``, ``{layer: the vector's direction}``, (trait, model name, variant)),
+    with every direction checked against its SAE's width, nonzero and finite."""
+    if isinstance(vector, PersonaVector):
+        if model is not None:
+            vector.check_compatible(model)
+        ref: Any = model if model is not None else vector
+        table = _as_saes(saes, layer, ref)
+        directions = {L: vector.directions[L] for L in table}
+        about = (vector.trait, vector.model, vector.variant)
+    elif isinstance(vector, Tensor):
+        if vector.ndim == 1:
+            table = _as_saes(saes, layer, model)
+            if len(table) != 1:
+                raise PersonaLensError(
+                    "a single [d_model] direction can be decomposed with one SAE only; pass a "
+                    "[n_layers, d_model] tensor or a PersonaVector for several layers"
+                )
+            directions = {L: vector for L in table}
+        elif vector.ndim == 2:
+            table = _as_saes(saes, layer, model)
+            bad = [L for L in table if L >= vector.shape[0]]
+            if bad:
+                raise PersonaLensError(
+                    f"the vector has {vector.shape[0]} layers but SAEs are for layer(s) {bad}"
+                )
+            directions = {L: vector[L] for L in table}
+        else:
+            raise PersonaLensError(
+                f"vector must be [d_model] or [n_layers, d_model], got shape {list(vector.shape)}"
+            )
+        model_name = (_model_dims(model)[2] or "") if model is not None else ""
+        about = ("vector", model_name, "response_avg")
+    else:
+        raise PersonaLensError(
+            f"vector must be a PersonaVector or a tensor, got {type(vector).__name__}"
+        )
+    for L, s in table.items():
+        d = directions[L]
+        if d.shape[-1] != s.d_in:
+            raise PersonaLensError(
+                f"the vector has d_model={d.shape[-1]} but {s.source} has d_in={s.d_in}: the "
+                "SAE was trained on another model's residual stream"
+            )
+        if not bool(torch.isfinite(d).all()) or float(d.norm()) == 0.0:
+            raise PersonaLensError(f"the vector is zero or not finite at layer {L}")
+    return table, directions, about
+
+
+def _layer_scores(
+    sae: LayerSAE,
+    direction: Tensor,
+    means: tuple[Tensor, Tensor] | None,
+    samples: tuple[Tensor, Tensor] | None,
+) -> dict[str, Tensor]:
+    """Every feature's ``cosine`` and decoder norm at one layer, and with activations its
+    ``attribution`` (+ ``pos_act``/``neg_act``) and ``attribution_samples``; ``[d_sae]`` each."""
+    dec = sae.decoder()
+    dec_norm = dec.norm(dim=-1)
+    unit_dec = torch.where(dec_norm[:, None] > 0, dec / dec_norm.clamp(min=1e-12)[:, None], 0.0)
+    v = direction.detach().float().cpu()
+    scores = {"cosine": unit_dec @ (v / v.norm()), "decoder_norm": dec_norm}
+    if means is not None:
+        p, n = means
+        enc = sae.encode(torch.stack([p, n]).float()).cpu()
+        scores.update(pos_act=enc[0], neg_act=enc[1], attribution=enc[0] - enc[1])
+    if samples is not None:
+        ps, ns = samples
+        scores["attribution_samples"] = _mean_encoding(sae, ps) - _mean_encoding(sae, ns)
+    return scores
+
+
+def _top_rows(
+    layer: int,
+    sae: LayerSAE,
+    direction: Tensor,
+    scores: dict[str, Tensor],
+    rank_by: str,
+    k: int,
+    k_anti: int,
+) -> list[dict[str, Any]]:
+    """The ``k`` most aligned and ``k_anti`` most anti-aligned features by ``rank_by``, one row
+    each (see :class:`Decomposition`)."""
+    cos, score = scores["cosine"], scores[rank_by]
+    norm = direction.detach().float().cpu().norm()
+    rows = []
+    for direction_name, count in (("aligned", k), ("anti", k_anti)):
+        count = min(count, sae.d_sae)
+        if count == 0:
+            continue
+        top = torch.topk(score if direction_name == "aligned" else -score, count)
+        for rank, f in enumerate(top.indices.tolist(), start=1):
+            row: dict[str, Any] = {
+                "layer": layer,
+                "direction": direction_name,
+                "rank": rank,
+                "feature": int(f),
+                "cosine": float(cos[f]),
+                "projection": float(cos[f] * norm),
+                "decoder_norm": float(scores["decoder_norm"][f]),
+            }
+            if "attribution" in scores:
+                row["attribution"] = float(scores["attribution"][f])
+            if "attribution_samples" in scores:
+                row["attribution_samples"] = float(scores["attribution_samples"][f])
+            if "attribution" in scores:
+                row["pos_act"] = float(scores["pos_act"][f])
+                row["neg_act"] = float(scores["neg_act"][f])
+            rows.append(row)
+    return rows
+
+
 def _mean_encoding(sae: LayerSAE, x: Float[Tensor, "n d_in"], chunk: int = 256) -> Tensor:
     total = torch.zeros(sae.d_sae)
     for i in range(0, x.shape[0], chunk):
         total += sae.encode(x[i : i + chunk].float()).sum(0).cpu()
     return total / max(x.shape[0], 1)
-
-
-def _attribution_inputs(
-    activations: Any,
-    pos_mean: Any,
-    neg_mean: Any,
-    layers: list[int],
-    variant: str,
-    model: Any,
-) -> tuple[dict[int, tuple[Tensor, Tensor]] | None, dict[int, tuple[Tensor, Tensor]] | None, dict]:
-    """(means per layer, samples per layer or None, description) for the attributions."""
-    from personalens.model.activations import VARIANTS, ActivationSet
-
-    if activations is None and pos_mean is None and neg_mean is None:
-        return None, None, {"activations": None}
-    if activations is not None and (pos_mean is not None or neg_mean is not None):
-        raise PersonaLensError("give either activations= or pos_mean=/neg_mean=, not both")
-    if activations is None:
-        if pos_mean is None or neg_mean is None:
-            raise PersonaLensError("give both pos_mean= and neg_mean=")
-        means = {
-            L: (_mean_at(pos_mean, L, "pos_mean"), _mean_at(neg_mean, L, "neg_mean"))
-            for L in layers
-        }
-        return means, None, {"activations": "given pos/neg means"}
-    variant = variant if variant in VARIANTS else "response_avg"
-    pos, neg, where = _activation_sets(activations, model)
-    if not isinstance(pos, ActivationSet) or not isinstance(neg, ActivationSet):
-        raise PersonaLensError("pos and neg activations must be ActivationSets")
-    samples = {}
-    for L in layers:
-        for side, acts in (("pos", pos), ("neg", neg)):
-            if L not in acts.layers:
-                raise PersonaLensError(
-                    f"the {side} activations ({where}) have no layer {L} (they hold layers "
-                    f"{list(acts.layers)[:3]}...{list(acts.layers)[-1:]})"
-                )
-        samples[L] = (
-            pos.variant(variant)[:, pos.layers.index(L)],
-            neg.variant(variant)[:, neg.layers.index(L)],
-        )
-    means = {L: (p.mean(0), n.mean(0)) for L, (p, n) in samples.items()}
-    info = {
-        "activations": where,
-        "activation_variant": variant,
-        "n_pos": len(pos),
-        "n_neg": len(neg),
-    }
-    return means, samples, info
-
-
-def _mean_at(value: Any, layer: int, name: str) -> Tensor:
-    if isinstance(value, Mapping):
-        if layer not in value:
-            raise PersonaLensError(f"{name} has no entry for layer {layer}")
-        t = torch.as_tensor(value[layer])
-    else:
-        t = torch.as_tensor(value)
-        if t.ndim == 2:
-            if layer >= t.shape[0]:
-                raise PersonaLensError(f"{name} has {t.shape[0]} layers; no layer {layer}")
-            t = t[layer]
-    if t.ndim != 1:
-        raise PersonaLensError(
-            f"{name} must be [n_layers, d_model], [d_model] or {{layer: [d_model]}}, got shape "
-            f"{list(t.shape)}"
-        )
-    return t.detach().float().cpu()
-
-
-def _activation_sets(activations: Any, model: Any) -> tuple[Any, Any, str]:
-    """(pos, neg, description) from a run directory, an ExtractionResult, or a pair."""
-    from personalens.extraction.pipeline import ExtractionResult
-
-    if isinstance(activations, str | os.PathLike):
-        from personalens.studies.layer_sweep import RunData
-
-        run = RunData.from_dir(Path(activations))
-        return (*_run_sides(run), f"kept extraction pairs of {activations}")
-    if isinstance(activations, ExtractionResult):
-        from personalens.studies.layer_sweep import RunData
-
-        run = RunData.from_result(activations, model, batch_size=16, progress=False)
-        return (*_run_sides(run), f"kept extraction pairs of {run.where}")
-    if isinstance(activations, Mapping):
-        if "pos" not in activations or "neg" not in activations:
-            raise PersonaLensError("activations as a mapping needs 'pos' and 'neg' entries")
-        return activations["pos"], activations["neg"], "given ActivationSets"
-    if isinstance(activations, tuple | list) and len(activations) == 2:
-        return activations[0], activations[1], "given ActivationSets"
-    raise PersonaLensError(
-        "activations must be an extraction run directory, an ExtractionResult, a (pos, neg) "
-        f"pair or {{'pos': ..., 'neg': ...}} of ActivationSets; got {type(activations).__name__}"
-    )
-
-
-def _run_sides(run: Any) -> tuple[Any, Any]:
-    from personalens.extraction.pipeline import activation_records, filter_pairs, gather_side
-
-    filt = filter_pairs(run.records, run.scores, run.config)
-    keys = filt.keys("extract")
-    acts = run.acts_for(activation_records(run.records, filt))
-    pos = gather_side(acts, run.records, keys, "pos")
-    neg = gather_side(acts, run.records, keys, "neg")
-    if pos is None or neg is None:
-        raise PersonaLensError(f"{run.where}: no kept extraction pairs with activations")
-    return pos, neg

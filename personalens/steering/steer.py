@@ -7,429 +7,226 @@
 
 Layer ``L`` is ``blocks.L.hook_resid_post`` (see :mod:`personalens.conventions`); the hook
 edits the residual stream there, so every later layer sees the edit and earlier ones do not.
-
-Modes (``h`` is the residual at a steered position, ``v`` the vector's row at that layer,
-``v̂ = v / |v|``):
-
-* ``"add"``: ``h + c · s · v`` where ``c`` is ``coeff`` and ``s`` comes from ``coeff_scale``:
-  ``"raw"`` (``s = 1``, the vector as extracted; the Persona Vectors paper's convention),
-  ``"unit"`` (``s = 1 / |v|``: ``c`` is a length in residual units), or ``"resid"``
-  (``s = r_L / |v|`` with ``r_L`` the mean residual norm at layer ``L`` over reference prompts:
-  ``c = 0.1`` adds a tenth of a typical residual). A raw mean-difference vector's norm grows with
-  depth, so the same raw ``coeff`` means very different things at different layers; ``"resid"``
-  makes coefficients comparable across layers and models.
-* ``"ablate"``: ``h - c · (h·v̂) v̂`` (``c`` defaults to 1: directional ablation, the projection
-  on ``v̂`` becomes zero).
-* ``"cap"``: clamp the projection ``h·v̂`` to at most ``bound`` (``cap_side="max"``; at least
-  for ``"min"``), as activation capping along the Assistant Axis does. ``bound`` is a number,
-  one per layer, or calibrated as a percentile of the projections of reference prompts
-  (:func:`calibrate_cap`).
-
-Positions:
-
-* ``"all"``: every non-padding position.
-* ``"prompt"``: the positions of a forward pass without a KV cache (a prompt, or a prefill);
-  decode steps of generation are not steered.
-* ``"response"``: the positions whose output predicts a response token: the last prompt token
-  of a prefill and every decode step. This is what the Persona Vectors ``ActivationSteerer``
-  steers (the last position of every forward), and it keeps generation with a KV cache equal to
-  generation without one. A forward without a KV cache is treated as a prompt about to be
-  answered (only each row's last token is steered); to steer a teacher-forced
-  prompt + response, pass an explicit mask, e.g. :func:`response_positions` of a ``ChatBatch``.
-* a boolean tensor ``[batch, pos]``: exactly those positions, for forwards of that shape.
+The modes (``"add"``, ``"ablate"``, ``"cap"``) and positions (``"response"``, ``"prompt"``,
+``"all"``, a mask) are those of :mod:`personalens.steering.edits`; how a request becomes
+per-layer edits (``coeff_scale``, calibrated cap bounds) is :mod:`personalens.steering.plan`.
 
 Padding (as given by ``attention_mask`` or TransformerLens's own left-padding mask) is never
 steered. Hooks live only inside the ``with`` block (or until ``handle.remove()`` for
-:func:`add_steering`), even on exceptions; hooks the user added are never touched.
+:func:`add_steering`), even on exceptions; hooks the user added are never touched, and
+personalens never clears a model's hooks.
+
+The edits attached to a model are recorded on the model object (attribute
+``_personalens_steering``, :data:`STEERING_ATTR`) when they are attached and dropped when they
+are removed; an edit whose hook was cleared by hand (``model.reset_hooks()``) no longer counts.
+Other engines read the attached steering only through :func:`attached_edits` and
+:func:`foreign_hooks`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
-import torch
-from jaxtyping import Bool, Float
 from torch import Tensor
+from transformer_lens.utilities.tokenize_utils import get_attention_mask
 
-from personalens._types import LayerDirections, Mask, Resid
-from personalens.conventions import check_layer, hook_name
-from personalens.errors import PersonaLensError
+from personalens._types import Mask
+from personalens.conventions import hook_name
+from personalens.steering.edits import ForwardContext, LayerEdit, Positions, apply_edit
+from personalens.steering.plan import SteeringPlan, plan_steering
+from personalens.steering.resolve import LayerSpec, Number, PerLayer
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from personalens.model.chat import ChatBatch
     from personalens.vectors.vector import PersonaVector
 
-Mode = Literal["add", "ablate", "cap"]
-PositionName = Literal["all", "prompt", "response"]
-Positions = str | Mask  # a PositionName or a mask
-CoeffScale = Literal["raw", "unit", "resid"]
-LayerSpec = int | Sequence[int] | Literal["all"] | None
-Number = float | int
-PerLayer = Number | Sequence[Number] | Mapping[int, Number]
-
-MODES = ("add", "ablate", "cap")
-POSITIONS = ("all", "prompt", "response")
-COEFF_SCALES = ("raw", "unit", "resid")
-
-# Neutral prompts used to calibrate "resid" coefficients and cap bounds when none are given.
-REFERENCE_PROMPTS = (
-    "What is the capital of France?",
-    "Can you explain how photosynthesis works?",
-    "Write a short poem about the ocean.",
-    "How do I make a cup of tea?",
-    "What are some tips for learning a new language?",
-    "Summarise the plot of Romeo and Juliet in two sentences.",
-    "What is the difference between a virus and a bacterium?",
-    "Give me three ideas for a weekend trip.",
-    "How does a bicycle stay upright?",
-    "What should I consider when buying a laptop?",
-    "Explain what a prime number is.",
-    "Why is the sky blue?",
-    "How can I improve my sleep?",
-    "What is a good way to start a presentation?",
-    "Describe the water cycle.",
-    "What are the benefits of regular exercise?",
-)
+STEERING_ATTR = "_personalens_steering"  # model.__dict__ key of the attached steering
 
 
-# ----------------------------------------------------------------------------- the plan
+# ----------------------------------------------------------------------------- the registry
 
 
-@dataclass(frozen=True)
-class LayerEdit:
-    """What happens at one layer: ``delta`` for add; ``unit`` (+ ``coeff``/``bound``) otherwise."""
+@dataclass
+class _Attached:
+    """The steering personalens attached to one model (kept in ``model.__dict__``)."""
 
-    layer: int
-    mode: Mode
-    coeff: float
-    delta: Float[Tensor, " d_model"] | None = None
-    unit: Float[Tensor, " d_model"] | None = None
-    bound: float | None = None
-    cap_side: Literal["max", "min"] = "max"
+    hooks: list[tuple[LayerEdit, Any, Any]] = field(default_factory=list)  # edit, point, handle
+    recorders: set[int] = field(default_factory=set)  # ids of the forward-recording pre-hooks
 
 
-@dataclass(frozen=True)
-class SteeringPlan:
-    """A resolved steering request: one :class:`LayerEdit` per layer and the positions."""
-
-    edits: tuple[LayerEdit, ...]
-    positions: Positions
-    description: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def layers(self) -> list[int]:
-        return [e.layer for e in self.edits]
-
-
-def _directions(model: HookedTransformer, vector: Any) -> LayerDirections:
-    """The vector as a ``[n_layers, d_model]`` tensor on the model's device, width-checked."""
-    from personalens.vectors.vector import PersonaVector
-
-    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
-    if isinstance(vector, PersonaVector):
-        vector.check_compatible(model)
-        dirs = vector.directions
-    elif isinstance(vector, Tensor):
-        dirs = vector.detach()
-        if dirs.ndim == 1:
-            dirs = dirs.expand(n_layers, -1)
-        if dirs.ndim != 2 or dirs.shape != (n_layers, d_model):
-            raise PersonaLensError(
-                f"steering tensor has shape {tuple(vector.shape)} but this model needs "
-                f"[{d_model}] (one direction for every layer) or [{n_layers}, {d_model}]; "
-                "was it extracted from another model?"
-            )
-    else:
-        raise TypeError(f"vector must be a PersonaVector or a tensor, got {type(vector).__name__}")
-    return dirs.to(device=model.cfg.device, dtype=torch.float32)
+def _registry(model: HookedTransformer, *, create: bool = False) -> _Attached:
+    """The model's registry, without the edits whose hook is no longer on its hook point
+    (an empty one, not stored unless ``create``, for a model never steered)."""
+    attached = model.__dict__.get(STEERING_ATTR)
+    if attached is None:
+        attached = _Attached()
+        if create:
+            model.__dict__[STEERING_ATTR] = attached  # a plain attribute, not in state_dict
+    attached.hooks = [
+        (edit, point, lens)
+        for edit, point, lens in attached.hooks
+        if any(h is lens for h in point.fwd_hooks)
+    ]
+    return attached
 
 
-def resolve_layers(model: HookedTransformer, vector: Any, layers: LayerSpec) -> list[int]:
-    n_layers = model.cfg.n_layers
-    if layers is None:
-        best = getattr(vector, "metadata", {}).get("best_layer")
-        if best is None:
-            raise PersonaLensError(
-                "no layers given: pass layers=[L] (an int, a list, or 'all'); this vector "
-                "records no best_layer to default to"
-            )
-        layers = [int(best)]
-    if isinstance(layers, str):
-        if layers != "all":
-            raise PersonaLensError(f"layers={layers!r}: use an int, a list of ints, or 'all'")
-        return list(range(n_layers))
-    if isinstance(layers, int):
-        layers = [layers]
-    resolved = [check_layer(int(L) if isinstance(L, Tensor) else L, n_layers) for L in layers]
-    if not resolved:
-        raise PersonaLensError("layers is empty: give at least one layer")
-    if len(set(resolved)) != len(resolved):
-        raise PersonaLensError(f"layers {list(layers)} name a layer twice")
-    return resolved
+def attached_edits(model: HookedTransformer) -> list[LayerEdit]:
+    """The personalens edits attached to ``model``, in the order its forward pass runs them
+    (by layer, then in the order of each hook point's hooks)."""
+    order = []
+    for edit, point, lens in _registry(model).hooks:
+        index = next(i for i, h in enumerate(point.fwd_hooks) if h is lens)
+        order.append(((edit.layer, index), edit))
+    return [edit for _, edit in sorted(order, key=lambda item: item[0])]
 
 
-def _per_layer(name: str, value: PerLayer | None, layers: list[int], n_layers: int) -> list:
-    """One value per steered layer from a scalar, a list aligned with ``layers`` or a mapping."""
-    if value is None or isinstance(value, int | float):
-        return [value] * len(layers)
-    if isinstance(value, Tensor):
-        value = value.tolist()
-    if isinstance(value, Mapping):
-        keyed = {check_layer(int(k), n_layers): float(v) for k, v in value.items()}
-        missing = [L for L in layers if L not in keyed]
-        if missing:
-            raise PersonaLensError(f"{name} gives no value for layer(s) {missing}")
-        return [keyed[L] for L in layers]
-    values = [float(v) for v in value]
-    if len(values) != len(layers):
-        raise PersonaLensError(
-            f"{name} has {len(values)} values for {len(layers)} layers {layers}: give one "
-            "number, one per layer in the same order, or a {layer: value} mapping"
-        )
-    return values
+def foreign_hooks(model: HookedTransformer) -> list[str]:
+    """``"module (hook)"`` for every hook on ``model`` other than attached personalens steering.
 
-
-def _unit_rows(rows: Tensor, layers: list[int]) -> Tensor:
-    norms = rows.norm(dim=-1, keepdim=True)
-    zero = [layers[i] for i in range(len(layers)) if float(norms[i]) == 0.0]
-    if zero:
-        raise PersonaLensError(
-            f"the vector is zero at layer(s) {zero}: it has no direction to steer along there"
-        )
-    return rows / norms
-
-
-def plan_steering(
-    model: HookedTransformer,
-    vector: PersonaVector | Tensor,
-    coeff: PerLayer | None = None,
-    *,
-    layers: LayerSpec = None,
-    positions: Positions = "response",
-    mode: str = "add",
-    coeff_scale: str = "raw",
-    bound: PerLayer | None = None,
-    percentile: Number = 95.0,
-    cap_side: str = "max",
-    reference: Sequence[Any] | None = None,
-    resid_norms: Tensor | Sequence[Number] | None = None,
-) -> SteeringPlan:
-    """Check a steering request against the model and resolve it to per-layer edits.
-
-    Validation happens here, before any hook is attached, so bad input fails fast with a clear
-    message. Arguments are those of :func:`steer`.
+    TransformerLens hooks are read from each hook point's ``fwd_hooks``/``bwd_hooks``; hooks
+    registered with torch directly on any module (forward, forward pre- and backward hooks, which
+    torch lists only in its module dictionaries) count too, except personalens's own recorder
+    of each forward on the model itself.
     """
-    if mode not in MODES:
-        raise PersonaLensError(f"unknown steering mode {mode!r}: use one of {MODES}")
-    if coeff_scale not in COEFF_SCALES:
-        raise PersonaLensError(f"unknown coeff_scale {coeff_scale!r}: use one of {COEFF_SCALES}")
-    if cap_side not in ("max", "min"):
-        raise PersonaLensError(f"cap_side must be 'max' or 'min', got {cap_side!r}")
-    _check_positions(positions)
-    dirs = _directions(model, vector)
-    n_layers = model.cfg.n_layers
-    layer_list = resolve_layers(model, vector, layers)
-    if mode == "add" and coeff is None:
-        raise PersonaLensError("mode='add' needs a coefficient: steer(model, v, coeff=4.0, ...)")
-    coeffs = _per_layer("coeff", 1.0 if coeff is None else coeff, layer_list, n_layers)
-    rows = dirs[layer_list]
-    dtype = model.cfg.dtype
-    edits: list[LayerEdit] = []
-    if mode == "add":
-        if coeff_scale == "raw":
-            scaled = rows
-        else:
-            scaled = _unit_rows(rows, layer_list)
-            if coeff_scale == "resid":
-                norms = (
-                    residual_norms(model, reference)
-                    if resid_norms is None
-                    else torch.as_tensor(resid_norms, dtype=torch.float32)
-                )
-                if norms.shape != (n_layers,):
-                    raise PersonaLensError(
-                        f"resid_norms has shape {tuple(norms.shape)}; need one norm per layer "
-                        f"({n_layers})"
-                    )
-                scaled = scaled * norms.to(scaled.device)[layer_list, None]
-        for i, L in enumerate(layer_list):
-            delta = (coeffs[i] * scaled[i]).to(dtype)
-            edits.append(LayerEdit(L, "add", coeffs[i], delta=delta))
-    else:
-        units = _unit_rows(rows, layer_list)
-        bounds: list[float | None] = [None] * len(layer_list)
-        if mode == "cap":
-            if bound is None:
-                calibrated = calibrate_cap(
-                    model, dirs, layer_list, reference, percentile=percentile
-                )
-                bounds = [calibrated[L] for L in layer_list]
-            else:
-                bounds = _per_layer("bound", bound, layer_list, n_layers)
-        for i, L in enumerate(layer_list):
-            edits.append(
-                LayerEdit(
-                    L,
-                    mode,
-                    coeffs[i],
-                    unit=units[i].to(dtype),
-                    bound=bounds[i],
-                    cap_side=cap_side,
-                )
-            )
-    description = {
-        "mode": mode,
-        "layers": layer_list,
-        "coeff": coeffs,
-        "coeff_scale": coeff_scale,
-        "positions": positions if isinstance(positions, str) else "mask",
-        **({"bound": [e.bound for e in edits], "cap_side": cap_side} if mode == "cap" else {}),
-    }
-    return SteeringPlan(edits=tuple(edits), positions=positions, description=description)
+    attached = _registry(model)
+    ours = {id(lens) for _, _, lens in attached.hooks}
+    found = []
+    for name, module in model.named_modules():
+        label = name or "model"
+        lens_fwd, lens_bwd = getattr(module, "fwd_hooks", []), getattr(module, "bwd_hooks", [])
+        for lens in lens_fwd:
+            if id(lens) not in ours:
+                found.append(f"{label} ({_fn_name(lens.user_hook)})")
+        known = {lens.hook.id for lens in [*lens_fwd, *lens_bwd]}
+        forward, pre, backward = _torch_hooks(module)
+        found += [f"{label} ({_fn_name(fn)})" for hid, fn in forward.items() if hid not in known]
+        for hid, fn in pre.items():
+            if not (module is model and hid in attached.recorders):
+                found.append(f"{label} (pre-hook {getattr(fn, '__name__', fn)!r})")
+        if lens_bwd or backward:
+            found.append(f"{label} (backward hook)")
+    return found
 
 
-def _check_positions(positions: Any) -> None:
-    if isinstance(positions, str):
-        if positions not in POSITIONS:
-            raise PersonaLensError(
-                f"unknown positions {positions!r}: use one of {POSITIONS} or a boolean "
-                "[batch, pos] mask"
-            )
-    elif isinstance(positions, Tensor):
-        if positions.dtype != torch.bool or positions.ndim != 2:
-            raise PersonaLensError(
-                "a positions mask must be a boolean tensor [batch, pos], got "
-                f"{positions.dtype} with shape {tuple(positions.shape)}"
-            )
-    else:
-        raise PersonaLensError(f"positions must be a string or a boolean mask, got {positions!r}")
+def _fn_name(fn: Any) -> str:
+    return getattr(fn, "__name__", repr(fn))
+
+
+def _torch_hooks(module: Any) -> tuple[dict, dict, bool]:
+    """``(forward hooks, forward pre-hooks, has backward hooks)`` registered on ``module``.
+
+    torch has no public listing of a module's hooks, so these are its module dictionaries.
+    """
+    backward = bool(module._backward_hooks or module._backward_pre_hooks)
+    return module._forward_hooks, module._forward_pre_hooks, backward
 
 
 # ----------------------------------------------------------------------------- hooks
 
 
-class ForwardContext:
-    """What the current forward pass looks like, recorded by a pre-hook on the model.
+def _forward_recorder(
+    model: HookedTransformer, context: ForwardContext
+) -> Callable[[Any, tuple, dict], None]:
+    """A forward pre-hook on ``model`` recording each forward's padding and KV-cache length."""
 
-    One per steering handle (no globals): the padding mask of the new positions and how many
-    positions the KV cache already held.
-    """
-
-    def __init__(self, model: HookedTransformer) -> None:
-        self.model = model
-        self.pad_mask: Mask | None = None  # True = real token, for the new positions
-        self.past_len = 0
-
-    def pre_hook(self, module: Any, args: tuple, kwargs: dict) -> None:
-        from transformer_lens.utilities.tokenize_utils import get_attention_mask
-
-        model = self.model
+    def record_forward(module: Any, args: tuple, kwargs: dict) -> None:
         inp = args[0] if args else kwargs.get("input")
         cache = kwargs.get("past_kv_cache")
-        self.past_len = 0 if cache is None else int(cache.previous_attention_mask.shape[1])
+        context.past_len = 0 if cache is None else int(cache.previous_attention_mask.shape[1])
         mask = kwargs.get("attention_mask")
-        if mask is not None:
-            self.pad_mask = mask.bool()
-            return
-        tokens = kwargs.get("tokens")
-        if isinstance(inp, Tensor) and not inp.is_floating_point():
-            tokens = inp
-        elif isinstance(inp, str | list):
-            tokens = model.to_tokens(
-                inp, prepend_bos=kwargs.get("prepend_bos", model.cfg.default_prepend_bos)
-            )
-        if tokens is None or model.tokenizer is None:
-            self.pad_mask = None
-            return
-        if tokens.ndim == 1:
-            tokens = tokens[None]
-        if model.tokenizer.padding_side == "left" or cache is not None:
-            prepend = kwargs.get("prepend_bos", model.cfg.default_prepend_bos)
-            if not isinstance(prepend, bool):
-                prepend = model.cfg.default_prepend_bos
-            self.pad_mask = get_attention_mask(model.tokenizer, tokens, prepend).bool()
-        else:
-            self.pad_mask = None
+        context.pad_mask = mask.bool() if mask is not None else _pad_mask(model, inp, kwargs)
 
-    def mask_for(self, positions: str | Tensor, resid: Resid) -> Bool[Tensor, "batch pos"] | None:
-        """Positions of ``resid`` to edit; ``None`` means all of them.
-
-        (``positions`` is not annotated as a ``[batch, pos]`` mask of ``resid``'s shape: a mask of
-        another shape, e.g. during a decode step, is reported below as a PersonaLensError.)
-        """
-        b, p = resid.shape[:2]
-        pad = self.pad_mask
-        if pad is not None and pad.shape != (b, p):
-            pad = None  # a forward the pre-hook did not see (e.g. a block called directly)
-        if isinstance(positions, Tensor):
-            if self.past_len or positions.shape != (b, p):
-                raise PersonaLensError(
-                    f"positions mask has shape {tuple(positions.shape)} but the forward pass has "
-                    f"[{b}, {p}] new positions{' after a KV cache' if self.past_len else ''}; "
-                    "explicit masks are for single forwards over whole sequences"
-                )
-            mask = positions.to(resid.device)
-            return mask if pad is None else mask & pad.to(resid.device)
-        if positions == "all" or (positions == "response" and self.past_len):
-            return pad
-        if positions == "prompt":
-            if self.past_len:
-                return torch.zeros((b, p), dtype=torch.bool, device=resid.device)
-            return pad
-        # "response" in a forward without cache: each row's last real token
-        mask = torch.zeros((b, p), dtype=torch.bool, device=resid.device)
-        if pad is None:
-            mask[:, -1] = True
-        else:
-            idx = torch.arange(p, device=resid.device)
-            last = torch.where(pad.to(resid.device), idx, -1).amax(dim=1)
-            rows = torch.nonzero(last >= 0).flatten()
-            mask[rows, last[rows]] = True
-        return mask
+    return record_forward
 
 
-def _edit(edit: LayerEdit, resid: Resid) -> Resid:
-    if edit.mode == "add":
-        return resid + edit.delta.to(resid.device, resid.dtype)
-    unit = edit.unit.to(resid.device, resid.dtype)
-    proj = resid @ unit  # [batch, pos]
-    if edit.mode == "ablate":
-        return resid - (edit.coeff * proj)[..., None] * unit
-    if edit.cap_side == "max":
-        excess = (proj - edit.bound).clamp(min=0)
-        return resid - excess[..., None] * unit
-    shortfall = (edit.bound - proj).clamp(min=0)
-    return resid + shortfall[..., None] * unit
+def _pad_mask(model: HookedTransformer, inp: Any, kwargs: dict) -> Mask | None:
+    """TransformerLens's own padding mask of a forward given no ``attention_mask``."""
+    tokens = kwargs.get("tokens")
+    if isinstance(inp, Tensor) and not inp.is_floating_point():
+        tokens = inp
+    elif isinstance(inp, str | list):
+        tokens = model.to_tokens(
+            inp, prepend_bos=kwargs.get("prepend_bos", model.cfg.default_prepend_bos)
+        )
+    if tokens is None or model.tokenizer is None:
+        return None
+    if tokens.ndim == 1:
+        tokens = tokens[None]
+    if model.tokenizer.padding_side == "left" or kwargs.get("past_kv_cache") is not None:
+        prepend = kwargs.get("prepend_bos", model.cfg.default_prepend_bos)
+        if not isinstance(prepend, bool):
+            prepend = model.cfg.default_prepend_bos
+        return get_attention_mask(model.tokenizer, tokens, prepend).bool()
+    return None
 
 
-def make_steering_hook(
-    edit: LayerEdit, positions: Positions, context: ForwardContext
-) -> Callable[[Tensor, Any], Tensor]:
-    """A TransformerLens hook applying ``edit`` at ``positions``; it captures its parameters."""
+def make_steering_hook(edit: LayerEdit, context: ForwardContext) -> Callable[[Tensor, Any], Tensor]:
+    """A TransformerLens hook applying ``edit`` (:func:`~personalens.steering.edits.apply_edit`)
+    to the forwards ``context`` records."""
 
     def steering_hook(resid: Tensor, hook: Any) -> Tensor:
-        mask = context.mask_for(positions, resid)
-        edited = _edit(edit, resid)
-        if mask is None:
-            return edited
-        return torch.where(mask[..., None], edited, resid)
+        return apply_edit(edit, resid, context)
 
     steering_hook.__name__ = f"personalens_steer_{edit.mode}_L{edit.layer}"
-    # what this hook does, so other backends can apply exactly the attached steering
-    # (personalens.engines.hf reads it from the hook points: the hooks are the source of truth)
-    steering_hook.personalens_edit = (edit, positions)
     return steering_hook
 
 
-def _hooks(model: HookedTransformer, plan: SteeringPlan, context: ForwardContext):
-    return [
-        (hook_name(e.layer), make_steering_hook(e, plan.positions, context)) for e in plan.edits
-    ]
+class SteeringHandle:
+    """Attached steering (:func:`add_steering`, :func:`apply_plan`); ``remove()`` detaches
+    exactly its hooks."""
+
+    def __init__(self, model: HookedTransformer, plan: SteeringPlan) -> None:
+        self.model = model
+        self.plan = plan
+        attached = _registry(model, create=True)
+        context = ForwardContext()
+        self._pre = model.register_forward_pre_hook(
+            _forward_recorder(model, context), with_kwargs=True
+        )
+        attached.recorders.add(self._pre.id)
+        self._handles: list[tuple[Any, Any]] = []
+        try:
+            for edit in plan.edits:
+                if edit.positions is not plan.positions:  # a hand-built plan: its positions
+                    edit = replace(edit, positions=plan.positions)
+                point = model.mod_dict[hook_name(edit.layer)]
+                point.add_hook(make_steering_hook(edit, context), dir="fwd")
+                self._handles.append((point, point.fwd_hooks[-1]))
+                attached.hooks.append((edit, point, point.fwd_hooks[-1]))
+        except BaseException:
+            self.remove()
+            raise
+
+    @property
+    def active(self) -> bool:
+        return any(h in point.fwd_hooks for point, h in self._handles) if self._handles else False
+
+    def remove(self) -> None:
+        """Detach this steering (idempotent); other hooks on the model stay."""
+        for point, handle in self._handles:
+            if any(h is handle for h in point.fwd_hooks):
+                handle.hook.remove()
+                point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
+        self._handles = []
+        _registry(self.model).recorders.discard(self._pre.id)
+        self._pre.remove()
+
+    def __enter__(self) -> SteeringHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "removed"
+        return f"SteeringHandle({self.plan.description}, {state})"
+
+
+# ----------------------------------------------------------------------------- entry points
 
 
 @contextlib.contextmanager
@@ -460,10 +257,13 @@ def steer(
         mode: ``"add"``, ``"ablate"`` or ``"cap"``.
         coeff_scale: ``"raw"``, ``"unit"`` or ``"resid"`` (how ``coeff`` is measured; add only).
         bound: cap bound(s); ``None`` calibrates them at ``percentile`` of the projections of
-            ``reference`` prompts (default: :data:`REFERENCE_PROMPTS`).
-        resid_norms: precomputed :func:`residual_norms` for ``coeff_scale="resid"``.
+            ``reference`` prompts (default:
+            :data:`~personalens.steering.calibration.REFERENCE_PROMPTS`).
+        resid_norms: precomputed :func:`~personalens.steering.calibration.residual_norms` for
+            ``coeff_scale="resid"``.
 
-    Yields the resolved :class:`SteeringPlan` (its ``description`` is handy for logging).
+    Yields the resolved :class:`~personalens.steering.plan.SteeringPlan` (its ``description``
+    is handy for logging).
     """
     plan = plan_steering(
         model,
@@ -486,51 +286,8 @@ def steer(
 @contextlib.contextmanager
 def apply_plan(model: HookedTransformer, plan: SteeringPlan) -> Iterator[SteeringPlan]:
     """Attach an already resolved plan for the duration of a ``with`` block."""
-    context = ForwardContext(model)
-    pre = model.register_forward_pre_hook(context.pre_hook, with_kwargs=True)
-    try:
-        with model.hooks(fwd_hooks=_hooks(model, plan, context)):
-            yield plan
-    finally:
-        pre.remove()
-
-
-class SteeringHandle:
-    """Persistent steering from :func:`add_steering`; ``remove()`` detaches exactly its hooks."""
-
-    def __init__(self, model: HookedTransformer, plan: SteeringPlan) -> None:
-        self.model = model
-        self.plan = plan
-        context = ForwardContext(model)
-        self._pre = model.register_forward_pre_hook(context.pre_hook, with_kwargs=True)
-        self._handles: list[tuple[Any, Any]] = []
-        for name, fn in _hooks(model, plan, context):
-            point = model.mod_dict[name]
-            point.add_hook(fn, dir="fwd")
-            self._handles.append((point, point.fwd_hooks[-1]))
-
-    @property
-    def active(self) -> bool:
-        return any(h in point.fwd_hooks for point, h in self._handles) if self._handles else False
-
-    def remove(self) -> None:
-        """Detach this steering (idempotent); other hooks on the model stay."""
-        for point, handle in self._handles:
-            if any(h is handle for h in point.fwd_hooks):
-                handle.hook.remove()
-                point.fwd_hooks = [h for h in point.fwd_hooks if h is not handle]
-        self._handles = []
-        self._pre.remove()
-
-    def __enter__(self) -> SteeringHandle:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def __repr__(self) -> str:
-        state = "active" if self.active else "removed"
-        return f"SteeringHandle({self.plan.description}, {state})"
+    with SteeringHandle(model, plan):
+        yield plan
 
 
 def add_steering(
@@ -543,90 +300,3 @@ def add_steering(
     exactly this handle's own and leaves the user's alone.
     """
     return SteeringHandle(model, plan_steering(model, vector, coeff, **kw))
-
-
-# ----------------------------------------------------------------------------- calibration
-
-
-def response_positions(batch: ChatBatch) -> Mask:
-    """Mask of the positions :func:`steer` calls ``"response"`` in a teacher-forced batch.
-
-    That is the last prompt token and every response token but the last (the positions whose
-    outputs predict response tokens), i.e. what generation with ``positions="response"`` steered.
-    """
-    mask = batch.response_mask.clone()
-    rows = torch.arange(mask.shape[0], device=mask.device)
-    mask[rows, batch.last_prompt_index] = True
-    last_resp = torch.where(
-        batch.response_mask, torch.arange(mask.shape[1], device=mask.device), -1
-    ).amax(dim=1)
-    has = last_resp >= 0
-    mask[rows[has], last_resp[has]] = False
-    return mask
-
-
-def _reference_batch(model: HookedTransformer, reference: Sequence[Any] | None) -> ChatBatch:
-    from personalens.model.chat import tokenize_prompts
-
-    if model.tokenizer is None:
-        raise PersonaLensError("the model has no tokenizer; load it with personalens.load_model")
-    prompts = list(reference) if reference is not None else list(REFERENCE_PROMPTS)
-    if not prompts:
-        raise PersonaLensError("reference prompts are empty: give at least one prompt")
-    return tokenize_prompts(model.tokenizer, prompts, device=model.cfg.device)
-
-
-def _reference_resid(
-    model: HookedTransformer, layers: list[int], reference: Sequence[Any] | None
-) -> dict[int, Float[Tensor, "n d_model"]]:
-    """Residuals at ``layers`` of the reference prompts' real tokens, first token excluded."""
-    batch = _reference_batch(model, reference)
-    keep = batch.attention_mask.clone()
-    first = batch.attention_mask.long().argmax(dim=1)  # first real token: a massive-norm sink
-    keep[torch.arange(keep.shape[0]), first] = False
-    out: dict[int, Tensor] = {}
-
-    def grab(resid: Tensor, hook: Any) -> None:
-        out[int(hook.name.split(".")[1])] = resid[keep].float()
-
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(hook_name(L), grab) for L in layers]):
-        model(
-            batch.tokens,
-            attention_mask=batch.attention_mask.long(),
-            stop_at_layer=max(layers) + 1,
-        )
-    return out
-
-
-def residual_norms(
-    model: HookedTransformer, reference: Sequence[Any] | None = None
-) -> Float[Tensor, " n_layers"]:
-    """Mean residual-stream norm at every layer over the reference prompts' tokens.
-
-    The first token of each prompt (an attention sink whose norm can be 100x the rest) and
-    padding are excluded. Used by ``coeff_scale="resid"``.
-    """
-    layers = list(range(model.cfg.n_layers))
-    resid = _reference_resid(model, layers, reference)
-    return torch.stack([resid[L].norm(dim=-1).mean() for L in layers]).cpu()
-
-
-def calibrate_cap(
-    model: HookedTransformer,
-    vector: PersonaVector | Tensor,
-    layers: LayerSpec,
-    reference: Sequence[Any] | None = None,
-    *,
-    percentile: Number = 95.0,
-) -> dict[int, float]:
-    """Cap bounds: the ``percentile`` of projections on ``v̂`` of reference prompt tokens."""
-    if not 0 <= percentile <= 100:
-        raise PersonaLensError(f"percentile must be in [0, 100], got {percentile}")
-    dirs = _directions(model, vector)
-    layer_list = resolve_layers(model, vector, layers)
-    units = _unit_rows(dirs[layer_list], layer_list)
-    resid = _reference_resid(model, layer_list, reference)
-    return {
-        L: float(torch.quantile(resid[L] @ units[i].float(), percentile / 100.0))
-        for i, L in enumerate(layer_list)
-    }

@@ -1,46 +1,43 @@
 """Studies built on extraction and steering: layer sweeps, steering sweeps, monitoring, screening, finetuning shift, and personality (questionnaires, OCEAN algebra, ranking)."""
 
+from personalens.stats import wilson_interval
+from personalens.studies.finetuning.load import load_finetuned
+from personalens.studies.finetuning.result import FinetuneResult
 from personalens.studies.finetuning.shift import FinetuningShift, finetuning_shift
-from personalens.studies.finetuning.train import FinetuneResult, finetune, load_finetuned
-from personalens.studies.layer_sweep import LayerSweepResult, layer_sweep
+from personalens.studies.finetuning.train import finetune
+from personalens.studies.layer_sweep import layer_sweep
+from personalens.studies.layer_sweep_result import LayerSweepResult
 from personalens.studies.monitoring import (
     PromptProjections,
     TokenTrace,
     last_prompt_projection,
     token_trace,
 )
-from personalens.studies.monitoring_experiment import (
+from personalens.studies.monitoring_conditions import (
     MonitorCondition,
-    MonitoringResult,
     many_shot_conditions,
-    monitoring_experiment,
     system_prompt_spectrum,
     trait_examples,
 )
-from personalens.studies.personality.ocean import (
-    BIG_FIVE_POLES,
-    AdditiveTestResult,
-    ScalarSweepResult,
-    additive_test,
-    scalar_sweep,
-)
-from personalens.studies.personality.questionnaire import (
+from personalens.studies.monitoring_experiment import monitoring_experiment
+from personalens.studies.monitoring_result import MonitoringResult
+from personalens.studies.personality.additive_test import AdditiveTestResult, additive_test
+from personalens.studies.personality.ocean import BIG_FIVE_POLES
+from personalens.studies.personality.pairwise_judge import OpenAIPairwiseJudge, judge_pairs
+from personalens.studies.personality.questionnaire import score_questionnaire
+from personalens.studies.personality.questionnaire_file import (
     Questionnaire,
-    QuestionnaireResult,
     list_questionnaires,
     load_questionnaire,
-    score_questionnaire,
 )
-from personalens.studies.personality.ranking import (
-    OpenAIPairwiseJudge,
-    RankingResult,
-    judge_pairs,
-    list_scenario_sets,
-    load_scenarios,
-    run_ranking,
-    wilson_interval,
-)
-from personalens.studies.screening import ScreeningResult, load_screening_data, screen
+from personalens.studies.personality.questionnaire_result import QuestionnaireResult
+from personalens.studies.personality.ranking import run_ranking
+from personalens.studies.personality.ranking_result import RankingResult
+from personalens.studies.personality.scalar_sweep import ScalarSweepResult, scalar_sweep
+from personalens.studies.personality.scenarios import list_scenario_sets, load_scenarios
+from personalens.studies.screening import screen
+from personalens.studies.screening_data import load_screening_data
+from personalens.studies.screening_result import ScreeningResult
 from personalens.studies.steering_sweep import SteeringSweepResult, steering_sweep
 
 __all__ = [

@@ -11,7 +11,7 @@ layer ``L`` (``blocks.L.hook_resid_post``):
   given or generated, the assistant's reply), with each token tagged by the part of the
   conversation it belongs to. A :class:`TokenTrace` renders in Jupyter as the conversation's
   tokens coloured by projection (red: further along the trait than the trace's median, blue:
-  less); :func:`personalens.plot.figures.plot_token_trace` draws it as a Plotly figure.
+  less); :func:`personalens.plot.monitoring.plot_token_trace` draws it as a Plotly figure.
 
 Both read the model's ordinary forward pass, so they measure whatever steering is active
 (``with steer(...): token_trace(...)``). The experiment that relates last-prompt projections to
@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from personalens.conventions import check_layer, hook_name
+from personalens.conventions import hook_name
 from personalens.errors import PersonaLensError
 from personalens.model.activations import summarize_batch
 from personalens.model.chat import (
@@ -40,9 +40,11 @@ from personalens.model.chat import (
     encode_response,
     format_chat,
 )
+from personalens.model.generation import generate as _generate
+from personalens.results import Result
+from personalens.studies.layer_selection import select_layers, vector_layer
 
 if TYPE_CHECKING:
-    import pandas as pd
     from transformer_lens import HookedTransformer
 
     from personalens.vectors.vector import PersonaVector
@@ -52,35 +54,8 @@ __all__ = ["PromptProjections", "TokenTrace", "last_prompt_projection", "token_t
 ProjectionTable = Float[Tensor, "n_prompts n_selected_layers"]
 
 
-def _resolve_layers(
-    vector: PersonaVector, model: HookedTransformer, layers: int | Sequence[int] | str | None
-) -> tuple[int, ...]:
-    n = model.cfg.n_layers
-    if layers is None or layers == "all":
-        return tuple(range(n))
-    if isinstance(layers, str):
-        raise PersonaLensError(f"layers={layers!r}: give an int, a list of ints, 'all' or None")
-    if isinstance(layers, int):
-        layers = [layers]
-    out = tuple(check_layer(int(L), n) for L in layers)
-    if not out:
-        raise PersonaLensError("layers is empty: give at least one layer")
-    return out
-
-
-def _default_layer(vector: PersonaVector, model: HookedTransformer, layer: int | None) -> int:
-    if layer is not None:
-        return check_layer(int(layer), model.cfg.n_layers)
-    best = vector.metadata.get("best_layer")
-    if best is None:
-        raise PersonaLensError(
-            f"vector {vector.trait!r} records no best_layer: pass layer=L explicitly"
-        )
-    return check_layer(int(best), model.cfg.n_layers)
-
-
 @dataclass(frozen=True)
-class PromptProjections:
+class PromptProjections(Result):
     """Last-prompt-token projections: ``values[i, j]`` = prompt ``i`` at layer ``layers[j]``."""
 
     prompts: list[list[Message]]
@@ -100,17 +75,15 @@ class PromptProjections:
             )
         return self.values[:, self.layers.index(layer)]
 
-    def to_frame(self) -> pd.DataFrame:
+    def frame_records(self) -> list[dict[str, Any]]:
         """One row per prompt: its last user message, token count and one column per layer."""
-        import pandas as pd
-
         rows = []
         for i, conv in enumerate(self.prompts):
             user = next((m["content"] for m in reversed(conv) if m["role"] == "user"), "")
             row: dict[str, Any] = {"prompt": user, "n_prompt_tokens": self.n_prompt_tokens[i]}
             row.update({f"layer_{L}": float(v) for L, v in zip(self.layers, self.values[i])})
             rows.append(row)
-        return pd.DataFrame(rows)
+        return rows
 
 
 @torch.inference_mode()
@@ -143,7 +116,7 @@ def last_prompt_projection(
         raise PersonaLensError("no prompts given: nothing to project")
     if batch_size < 1 or max_batch_tokens < 1:
         raise PersonaLensError("batch_size and max_batch_tokens must be >= 1")
-    layer_ids = _resolve_layers(vector, model, layers)
+    layer_ids = select_layers(layers, model.cfg.n_layers)
     tok = model.tokenizer
     conversations = [as_conversation(p, system) for p in prompts]
     ids = [encode_chat(tok, c) for c in conversations]
@@ -172,7 +145,7 @@ def last_prompt_projection(
 
 
 @dataclass(frozen=True)
-class TokenTrace:
+class TokenTrace(Result):
     """Projection of every token of one conversation at one layer.
 
     ``segments[t]`` says where token ``t`` comes from: ``"system"``, ``"user"`` or
@@ -206,18 +179,13 @@ class TokenTrace:
         r = self.response
         return float(r.mean()) if len(r) else math.nan
 
-    def to_frame(self) -> pd.DataFrame:
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "position": range(len(self)),
-                "token": self.tokens,
-                "token_id": self.token_ids,
-                "segment": self.segments,
-                "projection": self.projections.tolist(),
-            }
-        )
+    def frame_records(self) -> list[dict[str, Any]]:
+        """One row per token: ``position, token, token_id, segment, projection``."""
+        columns = (self.tokens, self.token_ids, self.segments, self.projections.tolist())
+        return [
+            {"position": t, "token": tok, "token_id": i, "segment": seg, "projection": p}
+            for t, (tok, i, seg, p) in enumerate(zip(*columns))
+        ]
 
     def color_scale(self) -> tuple[float, float]:
         """(center, half-width) of the colour scale: median and max deviation over tokens 1:.
@@ -306,7 +274,7 @@ def token_trace(
         layer: personalens layer; default the vector's ``best_layer``.
     """
     vector.check_compatible(model)
-    L = _default_layer(vector, model, layer)
+    L = vector_layer(vector, model.cfg.n_layers, layer)
     messages = as_conversation(conversation, system)
     if response is not None and generate is not None:
         raise PersonaLensError("give either response= or generate=, not both")
@@ -321,8 +289,6 @@ def token_trace(
     tok = model.tokenizer
     prompt_ids = encode_chat(tok, messages)
     if generate is not None:
-        from personalens.model.generation import generate as _generate
-
         res = _generate(model, [messages], max_new_tokens=int(generate), progress=False)
         response_ids = res.response_tokens[0]
     else:

@@ -16,34 +16,67 @@ n-th cell and judges every n-th chunk, then waits for the others; worker 0 write
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from personalens._io import atomic_write_json, check_run_config
+from personalens._io import atomic_write_json
+from personalens.engines.hf import resolve_backend
 from personalens.errors import PersonaLensError
+from personalens.extraction.traits import Trait, load_trait
 from personalens.judges.base import Judge, judge_records
 from personalens.judges.factory import make_judge
-from personalens.model.chat import as_conversation
+from personalens.model.chat import Message, as_conversation
 from personalens.model.generation import GenerationConfig, generate
+from personalens.results import Result, json_safe
 from personalens.runs.resume import run_resumable
+from personalens.runs.run_dir import open_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
+from personalens.steering.calibration import residual_norms
+from personalens.steering.plan import SteeringPlan, plan_steering
+from personalens.steering.steer import apply_plan
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformer_lens import HookedTransformer
 
-    from personalens.extraction.traits import Trait
     from personalens.vectors.vector import PersonaVector
 
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=64, temperature=0.0, batch_size=32)
+Cell = tuple[int | None, float]  # (layer, coeff); (None, 0.0) is the unsteered model
+
+
+def summarize_judged(
+    df: pd.DataFrame,
+    by: Sequence[str],
+    *,
+    coherence_threshold: float | int = 50.0,
+    sort: bool = True,
+) -> pd.DataFrame:
+    """Judged replies (``trait`` and ``coherence`` columns) per group of ``by``: mean trait
+    score and its standard error, mean coherence, the fraction of coherent replies (coherence
+    >= ``coherence_threshold``), ``n`` replies and ``n_scored`` with a trait score."""
+    df = df.assign(coherent=df["coherence"] >= coherence_threshold)
+    g = df.groupby(list(by), sort=sort)
+    out = g.agg(
+        trait=("trait", "mean"),
+        trait_sem=("trait", "sem"),
+        coherence=("coherence", "mean"),
+        frac_coherent=("coherent", "mean"),
+        n=("trait", "size"),
+        n_scored=("trait", "count"),
+    )
+    return out.reset_index()
 
 
 @dataclass(frozen=True)
-class SteeringSweepResult:
-    """Every judged reply of a sweep (``records``) plus how it was made (``settings``)."""
+class SteeringSweepResult(Result):
+    """Every judged reply of a sweep (``records``) plus how it was made (``settings``).
+
+    ``to_frame()``: one row per (layer, coeff, prompt, sample): response, trait score,
+    coherence.
+    """
 
     trait: str
     layers: list[int]
@@ -51,43 +84,25 @@ class SteeringSweepResult:
     records: list[dict[str, Any]]
     settings: dict[str, Any] = field(default_factory=dict)
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per (layer, coeff, prompt, sample): response, trait score, coherence."""
-        import pandas as pd
-
-        return pd.DataFrame.from_records(self.records)
+    _frame_field: ClassVar[str | None] = "records"
 
     def summary(self, coherence_threshold: float = 50.0) -> pd.DataFrame:
         """Per (layer, coeff): mean trait score and its standard error, mean coherence, and
         the fraction of coherent replies (coherence >= ``coherence_threshold``)."""
-        df = self.to_frame()
-        df["coherent"] = df["coherence"] >= coherence_threshold
-        g = df.groupby(["layer", "coeff"], sort=True)
-        out = g.agg(
-            trait=("trait", "mean"),
-            trait_sem=("trait", "sem"),
-            coherence=("coherence", "mean"),
-            frac_coherent=("coherent", "mean"),
-            n=("trait", "size"),
-            n_scored=("trait", "count"),
+        return summarize_judged(
+            self.to_frame(), ["layer", "coeff"], coherence_threshold=coherence_threshold
         )
-        return out.reset_index()
 
     def to_dict(self) -> dict[str, Any]:
-        table = self.summary().to_dict(orient="records")
+        """The sweep's identity and its :meth:`summary` table (the replies are in the run's
+        ``responses.jsonl``)."""
         return {
             "trait": self.trait,
             "layers": self.layers,
             "coeffs": self.coeffs,
             "settings": self.settings,
-            "summary": [{k: _json_num(v) for k, v in row.items()} for row in table],
+            "summary": json_safe(self.summary().to_dict(orient="records")),
         }
-
-
-def _json_num(v: Any) -> Any:
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v.item() if hasattr(v, "item") else v
 
 
 def _cell_key(layer: int | None, coeff: float) -> str:
@@ -129,71 +144,122 @@ def steering_sweep(
         shard: ``"i/n"`` or a :class:`~personalens.runs.sharding.Shard`: this process is worker
             ``i`` of ``n`` sharing ``out``; all return the full result.
     """
-    from personalens.engines.hf import resolve_backend
-    from personalens.steering.steer import plan_steering, residual_norms
-
     backend = resolve_backend(model, backend)  # once for every cell
     worker = resolve_shard(shard)
     if worker is not None and out is None:
         raise PersonaLensError("shard= needs an out directory shared by the workers")
     trait_obj = resolve_trait(trait, vector)
-    if prompts is None:
-        prompts = list(trait_obj.split_questions()[1])
-    prompts = list(prompts)
-    if not prompts:
-        raise PersonaLensError("no prompts to steer: give prompts or a trait with questions")
-    conversations = [as_conversation(p, system) for p in prompts]
+    conversations = _conversations(prompts, trait_obj, system)
     layers = [int(L) for L in layers]
     coeffs = [float(c) for c in coeffs]
     if not layers or not coeffs:
         raise PersonaLensError("give at least one layer and one coefficient")
     gen = generation or DEFAULT_GENERATION
     judge_obj = make_judge(judge) if isinstance(judge, str) else judge
-    # resolve every cell up front: a bad layer/coeff fails before any generation
-    norms = residual_norms(model, reference) if coeff_scale == "resid" else None
-    plans = {}
-    for L in layers:
-        for c in coeffs:
-            if c != 0.0:
-                plans[(L, c)] = plan_steering(
-                    model,
-                    vector,
-                    c,
-                    layers=[L],
-                    positions=positions,
-                    mode=mode,
-                    coeff_scale=coeff_scale,
-                    reference=reference,
-                    resid_norms=norms,
-                )
+    how = {"mode": mode, "positions": positions, "coeff_scale": coeff_scale}
+    plans = _plan_cells(model, vector, layers, coeffs, how, reference)
     settings = {
         "trait": trait_obj.name,
         "vector": {"model": vector.model, "trait": vector.trait, "variant": vector.variant},
-        "mode": mode,
-        "positions": positions,
-        "coeff_scale": coeff_scale,
+        **how,
         "system": system,
         "generation": asdict(replace(gen, progress=None)),
         "judge": judge_obj.name,
-        "n_prompts": len(prompts),
+        "n_prompts": len(conversations),
     }
-    run = Path(out) if out is not None else None
-    if run is not None:
-        _check_settings(run, settings, layers, coeffs)
-
-    cells: list[tuple[int | None, float]] = [(None, 0.0)] if 0.0 in coeffs else []
+    # a run directory belongs to one sweep; more cells may be added, settings may not change
+    run = open_run_dir(
+        out,
+        settings,
+        config_file="settings.json",
+        what="a sweep",
+        fix="Use a new --out directory or the same settings.",
+    )
+    cells: list[Cell] = [(None, 0.0)] if 0.0 in coeffs else []
     cells += [(L, c) for L in layers for c in coeffs if c != 0.0]
+    replies = _generate_cells(
+        model,
+        conversations,
+        cells,
+        plans,
+        replace(gen, progress=False),
+        backend,
+        run,
+        progress,
+        worker,
+    )
+    scores = judge_records(
+        replies,
+        trait_obj,
+        judge_obj,
+        path=run / "judge_scores.jsonl" if run else None,
+        progress=progress,
+        shard=worker,
+    )
+    result = SteeringSweepResult(
+        trait=trait_obj.name,
+        layers=layers,
+        coeffs=coeffs,
+        records=_records(layers, coeffs, replies, scores),
+        settings=settings,
+    )
+    if run and is_leader(worker):
+        atomic_write_json(run / "sweep.json", result.to_dict())
+    return result
 
-    def run_cell(chunk: list[tuple[int | None, float]]) -> list[dict[str, Any]]:
-        from personalens.steering.steer import apply_plan
 
+def _conversations(
+    prompts: Sequence[Any] | None, trait: Trait, system: str | None
+) -> list[list[Message]]:
+    """The prompts as conversations; default: the trait's held-out evaluation questions."""
+    prompts = list(trait.split_questions()[1] if prompts is None else prompts)
+    if not prompts:
+        raise PersonaLensError("no prompts to steer: give prompts or a trait with questions")
+    return [as_conversation(p, system) for p in prompts]
+
+
+def _plan_cells(
+    model: HookedTransformer,
+    vector: PersonaVector,
+    layers: list[int],
+    coeffs: list[float],
+    how: dict[str, str],
+    reference: Sequence[Any] | None,
+) -> dict[tuple[int, float], SteeringPlan]:
+    """The steering of every cell with a nonzero coefficient, resolved up front: a bad layer or
+    coefficient fails before any generation."""
+    norms = residual_norms(model, reference) if how["coeff_scale"] == "resid" else None
+    return {
+        (L, c): plan_steering(
+            model, vector, c, layers=[L], reference=reference, resid_norms=norms, **how
+        )
+        for L in layers
+        for c in coeffs
+        if c != 0.0
+    }
+
+
+def _generate_cells(
+    model: HookedTransformer,
+    conversations: list[list[Message]],
+    cells: list[Cell],
+    plans: dict[tuple[int, float], SteeringPlan],
+    gen: GenerationConfig,
+    backend: str,
+    run: Path | None,
+    progress: bool,
+    worker: Shard | None,
+) -> list[dict[str, Any]]:
+    """Every reply of every cell, one resumable record per cell in ``responses.jsonl``; returned
+    flat, one record per reply (``key``, ``cell``, ``question``, ``response``, indices)."""
+
+    def run_cell(chunk: list[Cell]) -> list[dict[str, Any]]:
         ((L, c),) = chunk
-        cfg = replace(gen, progress=False)
         if L is None:
-            res = generate(model, conversations, cfg, backend=backend)
+            res = generate(model, conversations, gen, backend=backend)
         else:
             with apply_plan(model, plans[(L, c)]):
-                res = generate(model, conversations, cfg, backend=backend)
+                res = generate(model, conversations, gen, backend=backend)
         samples = zip(res.prompt_index, res.sample_index, res.responses)
         return [
             {
@@ -218,8 +284,7 @@ def steering_sweep(
         record_key="cell",
         unit="cell",
     )
-
-    flat = [
+    return [
         {
             "key": f"{key}/{s['prompt_index']}/{s['sample_index']}",
             "cell": key,
@@ -231,19 +296,21 @@ def steering_sweep(
         for key in (_cell_key(L, c) for L, c in cells)
         for s in done[key]["samples"]
     ]
-    scores = judge_records(
-        flat,
-        trait_obj,
-        judge_obj,
-        path=run / "judge_scores.jsonl" if run else None,
-        progress=progress,
-        shard=worker,
-    )
+
+
+def _records(
+    layers: list[int],
+    coeffs: list[float],
+    replies: list[dict[str, Any]],
+    scores: dict[str, dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """One record per (layer, coeff, reply) with its scores; coefficient 0 (generated once)
+    under every layer."""
     records = []
     for L in layers:
         for c in coeffs:
             key = _cell_key(None if c == 0.0 else L, c)
-            for r in flat:
+            for r in replies:
                 if r["cell"] != key:
                     continue
                 records.append(
@@ -258,35 +325,18 @@ def steering_sweep(
                         "coherence": scores[r["key"]]["coherence"],
                     }
                 )
-    result = SteeringSweepResult(
-        trait=trait_obj.name, layers=layers, coeffs=coeffs, records=records, settings=settings
-    )
-    if run and is_leader(worker):
-        atomic_write_json(run / "sweep.json", result.to_dict())
-    return result
+    return records
 
 
-def _question(conversation: list[dict[str, str]]) -> str:
+def _question(conversation: list[Message]) -> str:
     return next(m["content"] for m in reversed(conversation) if m["role"] == "user")
 
 
 def resolve_trait(trait: Trait | str | None, vector: PersonaVector) -> Trait:
-    from personalens.extraction.traits import Trait, load_trait
-
+    """``trait`` as a :class:`Trait` (a name is loaded); default: the vector's trait."""
     if isinstance(trait, Trait):
         return trait
     name = trait or vector.trait
     if not name:
         raise PersonaLensError("the vector names no trait: pass trait=NAME or a Trait to judge")
     return load_trait(name)
-
-
-def _check_settings(run: Path, settings: dict[str, Any], layers: list, coeffs: list) -> None:
-    """A run directory belongs to one sweep; more cells may be added, settings may not change."""
-    run.mkdir(parents=True, exist_ok=True)
-    check_run_config(
-        run / "settings.json",
-        settings,
-        what="a sweep",
-        fix="Use a new --out directory or the same settings.",
-    )

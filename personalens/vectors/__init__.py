@@ -9,6 +9,7 @@ from personalens.vectors.algebra import (
     project_out,
 )
 from personalens.vectors.control_vector import export_control_vector, import_control_vector
+from personalens.vectors.resolve import load_vector
 from personalens.vectors.shipped import list_shipped_vectors, shipped_vector
 from personalens.vectors.vector import PersonaVector
 
@@ -21,6 +22,7 @@ __all__ = [
     "gram_schmidt",
     "import_control_vector",
     "list_shipped_vectors",
+    "load_vector",
     "normalize",
     "project_out",
     "shipped_vector",

@@ -26,18 +26,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from personalens.conventions import check_layer
 from personalens.errors import PersonaLensError
-from personalens.vectors.vector import PersonaVector, _algebra_result, check_same_space, unit_rows
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas as pd
+from personalens.results import Result
+from personalens.vectors.arithmetic import _algebra_result, check_same_space
+from personalens.vectors.vector import PersonaVector, unit_rows
 
 __all__ = [
     "CosineMatrix",
@@ -63,9 +63,9 @@ RTOL = 1e-5
 
 
 def normalize(v: PersonaVector, *, layers: Sequence[int] | None = None) -> PersonaVector:
-    """``v`` with a unit-norm direction at every layer (``layers=None``) or at the given layers.
+    """``v`` at unit norm per layer: :meth:`PersonaVector.unit` (every layer), or only ``layers``.
 
-    ``layers=None`` is exactly :meth:`PersonaVector.unit` (which also normalises
+    ``layers=None`` returns exactly ``v.unit()`` (which also normalises
     ``hf_embedding_row`` and records ``metadata["normalised"] = "per_layer"``). With ``layers``
     (personalens layer indices, negative counting from the end) only those rows are normalised;
     the other rows and ``hf_embedding_row`` are kept as they are, and the layers are recorded in
@@ -192,7 +192,7 @@ def gram_schmidt(
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class CosineMatrix:
+class CosineMatrix(Result):
     """Cosine similarities between ``k`` persona vectors at some layers.
 
     ``values[i, a, b]`` is the cosine of vectors ``a`` and ``b`` at personalens layer
@@ -254,8 +254,6 @@ class CosineMatrix:
         ``(b, a)`` included (``k * k`` rows per layer), so that ``df.pivot(...)`` gives back the
         matrix; filter ``df.a < df.b`` or ``df.a != df.b`` for unique pairs.
         """
-        import pandas as pd
-
         n, k = len(self.layers), self.k
         return pd.DataFrame(
             {

@@ -66,19 +66,25 @@ import torch
 from personalens._io import atomic_write
 from personalens.conventions import check_layer
 from personalens.errors import PersonaLensError
-from personalens.vectors.vector import PersonaVector, model_shape
+from personalens.vectors.gguf_file import (
+    KEY_LAYER_COUNT,
+    KEY_MODEL_HINT,
+    ControlVectorError,
+    check_architecture,
+    common_width,
+    field_value,
+    open_gguf,
+    read_directions,
+    read_provenance,
+    write_gguf,
+)
+from personalens.vectors.validate import model_shape
+from personalens.vectors.vector import PersonaVector
 
-ARCHITECTURE = "controlvector"
-KEY_MODEL_HINT = f"{ARCHITECTURE}.model_hint"
-KEY_LAYER_COUNT = f"{ARCHITECTURE}.layer_count"
-TENSOR_PREFIX = "direction."
-PROVENANCE_PREFIX = "personalens."
 IMPORT_METHOD = "control_vector_import"
 
 #: ``direction.N`` -> personalens layer ``N - shift``
 CONVENTIONS: dict[str, int] = {"llama.cpp": 0, "repeng": 0, "hf_hidden_states": 1}
-
-_NAME = re.compile(r"direction\.([0-9]+)")
 
 # (substring of the squashed lower-case model name, HF model_type), first match wins
 _HINTS: tuple[tuple[str, str], ...] = (
@@ -103,10 +109,6 @@ _HINTS: tuple[tuple[str, str], ...] = (
     ("olmo2", "olmo2"),
     ("olmo", "olmo"),
 )
-
-
-class ControlVectorError(PersonaLensError, ValueError):
-    """A control vector cannot be written or read as asked (bad layer, bad file)."""
 
 
 # ----------------------------------------------------------------------------- export
@@ -167,7 +169,7 @@ def export_control_vector(
         "coeff": scale,
     }
     path = Path(path)
-    atomic_write(path, lambda tmp: _write_gguf(tmp, rows, hint, extra))
+    atomic_write(path, lambda tmp: write_gguf(tmp, rows, hint, extra))
     return path
 
 
@@ -226,35 +228,6 @@ def _as_row(direction: torch.Tensor, scale: float) -> np.ndarray:
     return np.ascontiguousarray(values.detach().cpu().numpy(), dtype="<f4").copy()
 
 
-def _write_gguf(
-    path: Path, rows: dict[int, np.ndarray], model_hint: str, extra: dict[str, Any]
-) -> None:
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), ARCHITECTURE)
-    try:
-        writer.add_string(KEY_MODEL_HINT, model_hint)
-        writer.add_uint32(KEY_LAYER_COUNT, len(rows))
-        for key, value in extra.items():
-            _add_value(writer, PROVENANCE_PREFIX + key, value)
-        for layer, row in rows.items():
-            writer.add_tensor(f"{TENSOR_PREFIX}{layer}", row)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-
-
-def _add_value(writer: Any, key: str, value: Any) -> None:
-    if isinstance(value, str):
-        writer.add_string(key, value)
-    elif isinstance(value, int):
-        writer.add_uint32(key, value)
-    else:
-        writer.add_float64(key, float(value))
-
-
 # ----------------------------------------------------------------------------- import
 
 
@@ -288,12 +261,12 @@ def import_control_vector(
     """
     shift = _check_convention(convention)
     path = Path(path)
-    reader = _open_gguf(path)
-    _check_architecture(reader, path)
-    found = _read_directions(reader, path)
-    d_model = _common_width(found, path)
-    hint = _field_value(reader, KEY_MODEL_HINT)
-    saved = _provenance(reader)
+    reader = open_gguf(path)
+    check_architecture(reader, path)
+    found = read_directions(reader, path)
+    d_model = common_width(found, path)
+    hint = field_value(reader, KEY_MODEL_HINT)
+    saved = read_provenance(reader)
     layers, embedding_row = _shift_layers(found, shift, path, convention)
     target_layers, model_name = _target(model, d_model, path)
     total = _resolve_n_layers(n_layers, target_layers, saved.get("n_layers"), layers, path)
@@ -305,7 +278,7 @@ def import_control_vector(
         "model_hint": hint,
         "convention": convention,
         "file_layers": sorted(found),
-        "layer_count": _field_value(reader, KEY_LAYER_COUNT),
+        "layer_count": field_value(reader, KEY_LAYER_COUNT),
         "personalens": saved,
     }
     name = model_name or _str_or_none(saved.get("model")) or _str_or_none(hint) or "unknown"
@@ -323,6 +296,10 @@ def import_control_vector(
         raise ControlVectorError(f"{path}: {exc}") from None
 
 
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _check_convention(convention: str) -> int:
     if convention not in CONVENTIONS:
         raise ControlVectorError(
@@ -330,105 +307,6 @@ def _check_convention(convention: str) -> int:
             "and 'repeng' map direction.N to layer N, 'hf_hidden_states' to layer N - 1."
         )
     return CONVENTIONS[convention]
-
-
-def _open_gguf(path: Path) -> Any:
-    import gguf
-
-    if not path.is_file():
-        raise ControlVectorError(f"Control vector file not found: {path}")
-    try:
-        return gguf.GGUFReader(path)
-    except Exception as exc:  # the reader raises ValueError, IndexError, ... on junk
-        raise ControlVectorError(
-            f"{path} is not a readable GGUF file ({type(exc).__name__}: {exc})."
-        ) from None
-
-
-def _field_value(reader: Any, key: str) -> Any:
-    """A scalar or string KV of a GGUF file, or None (works on gguf versions with or without
-    ``ReaderField.contents``)."""
-    import gguf
-
-    field = reader.get_field(key)
-    if field is None or not field.types or not field.parts:
-        return None
-    kind = field.types[0]
-    if kind == gguf.GGUFValueType.ARRAY:
-        return None
-    if kind == gguf.GGUFValueType.STRING:
-        return bytes(field.parts[-1]).decode("utf-8", errors="replace")
-    return field.parts[-1].tolist()[0]
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _check_architecture(reader: Any, path: Path) -> None:
-    arch = _field_value(reader, "general.architecture")
-    if arch != ARCHITECTURE:
-        what = "has no general.architecture" if arch is None else f"has architecture {arch!r}"
-        raise ControlVectorError(
-            f"{path} is not a llama.cpp control vector: it {what}, expected {ARCHITECTURE!r}"
-            + (" (is it a model file?)." if arch is not None else ".")
-        )
-
-
-def _read_directions(reader: Any, path: Path) -> dict[int, np.ndarray]:
-    """``{N: float32 [n_embd]}`` for the ``direction.N`` tensors, checked like llama.cpp does."""
-    import gguf
-
-    found: dict[int, np.ndarray] = {}
-    for tensor in reader.tensors:
-        name = str(tensor.name)
-        match = _NAME.fullmatch(name)
-        if match is None:
-            raise ControlVectorError(
-                f"{path} has a tensor named {name!r}; a control vector holds only tensors named "
-                "direction.N with N a layer number (llama.cpp rejects the whole file)."
-            )
-        index = int(match.group(1))
-        if index in found:
-            raise ControlVectorError(f"{path} has two tensors for direction.{index}.")
-        if tensor.tensor_type != gguf.GGMLQuantizationType.F32:
-            raise ControlVectorError(
-                f"{path}: tensor {name} has type {tensor.tensor_type.name}; llama.cpp reads only "
-                "F32 direction tensors."
-            )
-        dims = [int(d) for d in tensor.shape]
-        if not dims or any(d != 1 for d in dims[1:]):  # ggml_n_dims ignores trailing 1s
-            raise ControlVectorError(
-                f"{path}: tensor {name} has shape {dims}; a direction must be 1-D [n_embd]."
-            )
-        found[index] = np.array(tensor.data, dtype=np.float32).reshape(-1)
-    if not found:
-        raise ControlVectorError(f"{path} holds no direction.N tensors.")
-    return found
-
-
-def _common_width(found: dict[int, np.ndarray], path: Path) -> int:
-    widths = {index: row.shape[0] for index, row in found.items()}
-    if len(set(widths.values())) != 1:
-        detail = ", ".join(f"direction.{i}: {w}" for i, w in sorted(widths.items()))
-        raise ControlVectorError(
-            f"{path}: direction tensors have different widths ({detail}); all must be [n_embd]."
-        )
-    width = next(iter(widths.values()))
-    if width == 0:
-        raise ControlVectorError(f"{path}: direction tensors are empty.")
-    return width
-
-
-def _provenance(reader: Any) -> dict[str, Any]:
-    """The ``personalens.*`` keys of a file written by :func:`export_control_vector`."""
-    out = {}
-    for key in reader.fields:
-        if key.startswith(PROVENANCE_PREFIX):
-            value = _field_value(reader, key)
-            if value is not None:
-                out[key[len(PROVENANCE_PREFIX) :]] = value
-    return out
 
 
 def _shift_layers(

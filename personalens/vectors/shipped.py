@@ -12,18 +12,16 @@ from typing import TYPE_CHECKING
 
 from personalens._data import shipped_file, shipped_names
 from personalens.errors import PersonaLensError
+from personalens.model.embedded import EMBEDDED_MODEL_NAME
+from personalens.vectors.vector import PersonaVector
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
-
-    from personalens.vectors.vector import PersonaVector
 
 VECTORS_KIND = "vectors"  # the folder under personalens/data
 
 
 def _model_name(model: HookedTransformer | str | None) -> str:
-    from personalens.model.load import EMBEDDED_MODEL_NAME
-
     if model is None:
         return EMBEDDED_MODEL_NAME
     if isinstance(model, str):
@@ -44,8 +42,6 @@ def shipped_vector(trait: str, model: HookedTransformer | str | None = None) -> 
     TRAIT`` runs with the default settings and the offline judge (provenance in the vector's
     fields and ``metadata``, including ``best_layer`` by held-out AUC).
     """
-    from personalens.vectors.vector import PersonaVector
-
     name = _model_name(model)
     entry = shipped_file(f"{VECTORS_KIND}/{name}", trait)
     if not entry.is_file():

@@ -16,7 +16,8 @@ def embedded_model():
 
 @pytest.fixture(scope="session")
 def embedded_hf():
-    from personalens.model.load import embedded_hf_dir, load_hf_dir
+    from personalens.model.gguf_convert import embedded_hf_dir
+    from personalens.model.load import load_hf_dir
 
     hf, tok = load_hf_dir(embedded_hf_dir())
     return hf, tok

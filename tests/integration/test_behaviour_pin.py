@@ -56,7 +56,8 @@ CONFIG = dict(max_new_tokens=12, threshold=50.0, coherence_threshold=0.0, genera
 
 def _extract(model, run_dir: Path):
     import personalens as pl
-    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.config import ExtractionConfig
+    from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import parse_trait
 
     trait = parse_trait(TRAIT, name="evil_pin")

@@ -11,7 +11,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from personalens.judges.openai_api import APIConfig
+from personalens.judges.openai_client import APIConfig
 
 FAKE_KEY = "sk-test-PERSONALENS-0123456789abcdefSECRET"
 KEY_ENV = "PERSONALENS_TEST_JUDGE_KEY"
@@ -106,6 +106,7 @@ class FakeOpenAI:
     def __init__(self):
         self.respond = scorer
         self.bodies: list[dict] = []
+        self.arrivals: list[float] = []  # time.monotonic() at each request
         self.auth: list[str | None] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -139,6 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             n = len(fake.bodies)
             fake.bodies.append(body)
+            fake.arrivals.append(time.monotonic())
             fake.auth.append(self.headers.get("Authorization"))
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
@@ -172,8 +174,6 @@ def config(url: str, tmp_path, **kw) -> APIConfig:
         max_retries=3,
         concurrency=8,
         cache_path=str(tmp_path / "judge_cache.sqlite"),
-        backoff_base=0.001,
-        backoff_cap=0.01,
     )
     opts.update(kw)
     return APIConfig(**opts)

@@ -92,8 +92,14 @@ def test_old_top_level_names_still_resolve_with_a_warning():
 
 
 def test_every_figure_is_exported():
-    """Notebooks call figures as pl.plot.*: each public plotting function is in that namespace."""
-    import personalens
-    import personalens.plot.figures as plotting
+    """Notebooks call figures as pl.plot.*: every public figure of every plot module is in
+    that namespace, as the same object."""
+    import importlib
+    import pkgutil
 
-    assert set(plotting.__all__) <= set(personalens.plot.__all__)
+    import personalens.plot as plot
+
+    for info in pkgutil.iter_modules(plot.__path__):
+        module = importlib.import_module(f"personalens.plot.{info.name}")
+        assert set(module.__all__) <= set(plot.__all__), info.name
+        assert all(getattr(plot, n) is getattr(module, n) for n in module.__all__)

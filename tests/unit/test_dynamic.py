@@ -12,15 +12,15 @@ import torch
 from personalens.cli.main import main
 from personalens.errors import PersonaLensError
 from personalens.judges.base import JudgeError
-from personalens.judges.openai_api import (
-    JudgeReplyError,
+from personalens.judges.json_reply import JudgeReplyError
+from personalens.model.chat import tokenize_prompts
+from personalens.model.generation import GenerationConfig, generate
+from personalens.steering.adjustment_prompt import (
     parse_trait_adjustments,
     predict_trait_adjustments,
 )
-from personalens.model.chat import tokenize_prompts
-from personalens.model.generation import GenerationConfig, generate
-from personalens.steering.dynamic import (
-    DynamicSteerer,
+from personalens.steering.dynamic import DynamicSteerer
+from personalens.steering.policies import (
     LLMPolicy,
     PolicyContext,
     ProjectionPolicy,
@@ -166,7 +166,7 @@ def test_hooks_removed_when_generation_fails(tiny_model, vecs, monkeypatch):
         assert not _no_hooks(tiny_model)  # steering is attached while generating
         raise RuntimeError("generation failed")
 
-    monkeypatch.setattr("personalens.model.generation.generate", boom)
+    monkeypatch.setattr("personalens.steering.dynamic.generate", boom)
     with pytest.raises(RuntimeError, match="generation failed"):
         s.respond(CONV)
     assert _no_hooks(tiny_model)

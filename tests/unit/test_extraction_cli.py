@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 
-from personalens.extraction.pipeline import ExtractionConfig, build_jobs, filter_pairs
+from personalens.extraction.config import ExtractionConfig
+from personalens.extraction.jobs import build_jobs
+from personalens.extraction.responses import filter_pairs
 from personalens.extraction.traits import parse_trait
 
 TRAIT = {

@@ -9,16 +9,11 @@ import torch
 
 from personalens.errors import PersonaLensError
 from personalens.model.chat import tokenize_pairs
+from personalens.studies.finetuning.adapters import Adapters, AdapterSpec, _merged_copy
+from personalens.studies.finetuning.load import load_finetuned
+from personalens.studies.finetuning.loop import _training_loss, response_loss
 from personalens.studies.finetuning.shift import FinetuningShift, finetuning_shift
-from personalens.studies.finetuning.train import (
-    Adapters,
-    AdapterSpec,
-    _merged_copy,
-    _training_loss,
-    finetune,
-    load_finetuned,
-    response_loss,
-)
+from personalens.studies.finetuning.train import finetune
 from personalens.vectors.vector import PersonaVector
 from tests.conftest import make_tiny_model
 
@@ -354,7 +349,7 @@ def test_planted_shift_appears_from_the_planted_layer_on(tokenizer, tmp_path):
 
 def test_shift_with_judge_and_plot(tiny_model, vec):
     from personalens.model.generation import GenerationConfig
-    from personalens.plot.figures import plot_finetuning_shift, plot_shift_by_layer
+    from personalens.plot import plot_finetuning_shift, plot_shift_by_layer
 
     class FakeJudge:  # scores replies by length: deterministic, no model files
         name = "length"

@@ -338,7 +338,8 @@ def test_activations_equal_tl(models, name):
 
 
 def test_screening_and_extraction_activations_on_the_hf_backend(tiny_llama):
-    from personalens.extraction.pipeline import ExtractionConfig, collect_run_activations
+    from personalens.extraction.config import ExtractionConfig
+    from personalens.extraction.run_activations import collect_run_activations
     from personalens.model.generation import GenerationConfig
     from personalens.studies.screening import screen
     from personalens.vectors.vector import PersonaVector

@@ -13,26 +13,22 @@ import pytest
 import torch
 
 from personalens.errors import PersonaLensError
-from personalens.extraction.pipeline import (
-    ExtractionConfig,
-    activation_records,
-    collect_run_activations,
-    extract,
-    filter_pairs,
-    heldout_layer_auc,
-    heldout_sets,
-)
+from personalens.extraction.config import ExtractionConfig
+from personalens.extraction.heldout import heldout_layer_auc, heldout_sets
+from personalens.extraction.pipeline import extract
+from personalens.extraction.responses import filter_pairs
+from personalens.extraction.run_activations import activation_records, collect_run_activations
 from personalens.extraction.traits import parse_trait
 from personalens.model.activations import VARIANTS, ActivationSet, collect_activations
-from personalens.plot.figures import plot_layer_separation, plot_layer_sweep
+from personalens.plot import plot_layer_separation, plot_layer_sweep
 from personalens.stats import cohens_d, roc_auc
-from personalens.studies.layer_sweep import (
-    LayerSweepResult,
-    layer_sweep,
+from personalens.studies.layer_sweep import layer_sweep
+from personalens.studies.layer_sweep_metrics import (
     project,
     sweep_from_activations,
     sweep_from_projections,
 )
+from personalens.studies.layer_sweep_result import LayerSweepResult
 from personalens.vectors.vector import PersonaVector
 
 N_LAYERS, D_MODEL, PLANTED = 6, 16, 3
@@ -382,7 +378,7 @@ def test_cli_sweep_writes_json_and_html(runs, tmp_path, capsys):
     from personalens.cli.main import main
 
     run_dir, _, _ = runs["kept"]
-    assert main(["sweep", "--run", str(run_dir), "--n-boot", "50"]) == 0
+    assert main(["layer-sweep", "--run", str(run_dir), "--n-boot", "50"]) == 0
     out = capsys.readouterr().out
     saved = LayerSweepResult.load(run_dir / "layer_sweep.json")
     for v in VARIANTS:
@@ -394,7 +390,7 @@ def test_cli_sweep_writes_json_and_html(runs, tmp_path, capsys):
 
     other = runs["fallback"][0]
     dest = tmp_path / "figs"
-    rc = main(["sweep", "--run", str(run_dir), "--run", str(other), "--variants", "response_avg",
+    rc = main(["layer-sweep", "--run", str(run_dir), "--run", str(other), "--variants", "response_avg",
                "--n-boot", "20", "--out", str(dest)])  # fmt: skip
     assert rc == 0
     assert (dest / "layer_sweep_kept.json").is_file() and (
@@ -408,7 +404,7 @@ def test_cli_sweep_writes_json_and_html(runs, tmp_path, capsys):
 def test_cli_sweep_errors_on_a_non_run_directory(tmp_path, capsys):
     from personalens.cli.main import main
 
-    assert main(["sweep", "--run", str(tmp_path)]) == 2
+    assert main(["layer-sweep", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("personalens: error: ") and "not an extraction run directory" in err
     assert "Traceback" not in err

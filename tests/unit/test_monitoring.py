@@ -15,13 +15,13 @@ from personalens.model.chat import encode_chat
 from personalens.stats import pearson_ci, pearson_r
 from personalens.steering.steer import steer
 from personalens.studies.monitoring import last_prompt_projection, token_trace
-from personalens.studies.monitoring_experiment import (
+from personalens.studies.monitoring_conditions import (
     MonitorCondition,
     many_shot_conditions,
-    monitoring_experiment,
     system_prompt_spectrum,
     trait_examples,
 )
+from personalens.studies.monitoring_experiment import monitoring_experiment
 from personalens.vectors.vector import PersonaVector
 
 # the module, not the function of the same name that pl.studies exports
@@ -341,7 +341,7 @@ def test_experiment_checks_inputs(tiny_model, vec):
 
 
 def test_monitoring_figures(tiny_model, vec, tmp_path):
-    from personalens.plot.figures import (
+    from personalens.plot import (
         plot_monitoring_r_by_layer,
         plot_monitoring_scatter,
         plot_token_trace,

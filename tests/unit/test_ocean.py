@@ -12,21 +12,16 @@ import pytest
 import torch
 
 import personalens as pl
-from personalens.studies.personality import ocean
-from personalens.studies.personality.ocean import (
-    BIG_FIVE_DIMENSIONS,
-    BIG_FIVE_POLES,
-    additive_test,
-    fit_line,
-    pole,
-    scalar_sweep,
-)
-from personalens.studies.personality.questionnaire import (
-    QuestionnaireResult,
+from personalens.studies.personality import steered_scores
+from personalens.studies.personality.additive_test import AdditiveTestResult, additive_test
+from personalens.studies.personality.ocean import BIG_FIVE_DIMENSIONS, BIG_FIVE_POLES, pole
+from personalens.studies.personality.questionnaire import score_questionnaire
+from personalens.studies.personality.questionnaire_file import (
     load_questionnaire,
     parse_questionnaire,
-    score_questionnaire,
 )
+from personalens.studies.personality.questionnaire_result import QuestionnaireResult
+from personalens.studies.personality.scalar_sweep import ScalarSweepResult, fit_line, scalar_sweep
 from personalens.vectors.shipped import list_shipped_vectors, shipped_vector
 from personalens.vectors.vector import PersonaVector
 
@@ -171,7 +166,7 @@ def test_scalar_sweep_arithmetic_on_planted_scores(tiny_model, tq, monkeypatch):
         calls.append(c)
         return _planted_result(q, {"extraversion": 1.0 + 2.0 * c, "agreeableness": 0.5 - c * c})
 
-    monkeypatch.setattr(ocean, "_score", fake)
+    monkeypatch.setattr(steered_scores, "score_steered", fake)
     res = scalar_sweep(tiny_model, vec("solitary", 0), [1.0, -1, 2], layers=1, questionnaire=tq)
     assert sorted(calls) == [-1.0, 0.0, 1.0, 2.0]  # coeff 0 added, unsteered
     assert res.coeffs == (-1.0, 0.0, 1.0, 2.0)
@@ -193,7 +188,7 @@ def test_scalar_sweep_arithmetic_on_planted_scores(tiny_model, tq, monkeypatch):
     assert fit.loc["agreeableness", "r2"] < 1.0
     assert math.isnan(fit.loc["agreeableness", "as_expected"])
     json.dumps(res.to_dict(), allow_nan=False)
-    back = ocean.ScalarSweepResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    back = ScalarSweepResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert back.to_frame().equals(res.to_frame()) and back.fit().equals(res.fit())
     # a baseline is reused as coefficient 0, not scored again
     calls.clear()
@@ -264,7 +259,7 @@ def test_additive_test_adds_the_edits_and_predicts_from_the_singles(tiny_model, 
         plans[len(plans)] = steering
         return _planted_result(q, {"extraversion": float(d[0]), "agreeableness": float(d[1])})
 
-    monkeypatch.setattr(ocean, "_score", fake)
+    monkeypatch.setattr(steered_scores, "score_steered", fake)
     res = additive_test(tiny_model, a, b, 0.5, layers=[2], resid_norms=norms, questionnaire=tq)
     deltas = [p.edits[0].delta for p in plans.values()]  # a, b, a+b, a-b
     # the edit of a is what steer(a, coeff_scale="resid") adds; a+b adds the sum of the edits
@@ -290,7 +285,7 @@ def test_additive_test_adds_the_edits_and_predicts_from_the_singles(tiny_model, 
     assert summary.loc["a+b", "gain"] == pytest.approx(1.0, abs=1e-4)
     assert summary.loc["a+b", "mae"] < 1e-5
     json.dumps(res.to_dict(), allow_nan=False)
-    back = ocean.AdditiveTestResult.from_dict(json.loads(json.dumps(res.to_dict())))
+    back = AdditiveTestResult.from_dict(json.loads(json.dumps(res.to_dict())))
     assert back.to_frame().equals(res.to_frame())
     # raw scale: the raw vectors are added, as in the PERSONA paper
     plans.clear()

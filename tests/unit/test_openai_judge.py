@@ -7,24 +7,20 @@ and shut down by the ``fake`` fixture); nothing leaves the machine.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import time
 
 import pytest
 
+from personalens.extraction.trait_writer import check_trait_draft, generate_trait_artifact
 from personalens.extraction.traits import TraitFileError, list_traits, load_trait, parse_trait
 from personalens.judges.base import JudgeError, JudgeItem
 from personalens.judges.factory import make_judge
-from personalens.judges.openai_api import (
-    APIConfig,
-    JudgeReplyError,
-    OpenAIJudge,
-    chat_json,
-    check_trait_draft,
-    extract_json_object,
-    generate_trait_artifact,
-)
+from personalens.judges.json_reply import JudgeReplyError, chat_json, extract_json_object
+from personalens.judges.openai_client import APIConfig
+from personalens.judges.openai_judge import OpenAIJudge
 from tests.unit.fake_openai import (
     FAKE_KEY,
     KEY_ENV,
@@ -49,14 +45,8 @@ TRAIT = parse_trait(
 )
 
 
-@pytest.fixture
-def sleeps():
-    return []
-
-
-def judge_for(fake, tmp_path, sleeps=None, **kw) -> OpenAIJudge:
-    sleep = sleeps.append if sleeps is not None else time.sleep
-    return OpenAIJudge(config(fake.url, tmp_path, **kw), sleep=sleep)
+def judge_for(fake, tmp_path, **kw) -> OpenAIJudge:
+    return OpenAIJudge(config(fake.url, tmp_path, **kw))
 
 
 def items(*answers: str) -> list[JudgeItem]:
@@ -137,7 +127,8 @@ def test_a_different_judge_model_does_not_share_cache_entries(fake, tmp_path):
     assert fake.n_requests == 2
 
 
-def test_api_key_is_never_stored_or_shown(fake, tmp_path):
+def test_api_key_is_never_stored_or_shown(fake, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
     cfg = config(fake.url, tmp_path)
     assert FAKE_KEY not in repr(cfg)
     with OpenAIJudge(cfg) as judge:
@@ -153,6 +144,7 @@ def test_api_key_is_never_stored_or_shown(fake, tmp_path):
     with pytest.raises(JudgeError) as info, OpenAIJudge(cfg) as judge:
         judge.score_trait(TRAIT, items("EXPECT=1"))
     assert FAKE_KEY not in str(info.value)
+    assert caplog.records and FAKE_KEY not in caplog.text
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.name.startswith("judge_cache.sqlite") for p in written)
     for path in written:
@@ -162,43 +154,50 @@ def test_api_key_is_never_stored_or_shown(fake, tmp_path):
 # ----------------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
-def test_retries_with_backoff_then_succeeds(fake, tmp_path, sleeps, status):
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 503])
+def test_retries_with_backoff_then_succeeds(fake, tmp_path, status):
     fake.respond = fail_first(2, status)
-    with judge_for(fake, tmp_path, sleeps, backoff_base=0.5, backoff_cap=20.0) as judge:
+    with judge_for(fake, tmp_path) as judge:
         assert judge.score_trait(TRAIT, items("EXPECT=60")) == [pytest.approx(64.0)]
     assert fake.n_requests == 3
-    assert len(sleeps) == 2
-    assert 0.25 <= sleeps[0] <= 0.5 and 0.5 <= sleeps[1] <= 1.0  # 0.5 * 2**i, jittered 50-100%
+    waits = [b - a for a, b in zip(fake.arrivals, fake.arrivals[1:])]
+    assert 0.2 <= waits[0] < waits[1]  # the client's exponential backoff (0.5 s, then 1 s)
 
 
-def test_gives_up_after_max_retries_with_a_clear_error(fake, tmp_path, sleeps):
+def test_gives_up_after_max_retries_with_a_clear_error(fake, tmp_path):
     fake.respond = fail_first(10_000, 429)
     with (
         pytest.raises(JudgeError) as info,
-        judge_for(fake, tmp_path, sleeps, max_retries=2) as judge,
+        judge_for(fake, tmp_path, max_retries=2) as judge,
     ):
         judge.score_trait(TRAIT, items("EXPECT=60"))
-    assert fake.n_requests == 3 and len(sleeps) == 2
+    assert fake.n_requests == 3
     message = str(info.value)
     assert "HTTP 429 after 3 attempts" in message and fake.url in message and "Fix:" in message
 
 
-def test_401_fails_at_once_naming_the_key_variable(fake, tmp_path, sleeps):
+def test_no_retries_when_max_retries_is_0(fake, tmp_path):
+    fake.respond = fail_first(10_000, 503)
+    with pytest.raises(JudgeError, match="HTTP 503 after 1 attempts"):
+        chat_json("Give JSON.", config=config(fake.url, tmp_path, max_retries=0))
+    assert fake.n_requests == 1
+
+
+def test_401_fails_at_once_naming_the_key_variable(fake, tmp_path):
     fake.respond = lambda body, n: (401, error_body("Incorrect API key provided.", "auth"))
-    with pytest.raises(JudgeError) as info, judge_for(fake, tmp_path, sleeps) as judge:
+    with pytest.raises(JudgeError) as info, judge_for(fake, tmp_path) as judge:
         judge.score_trait(TRAIT, items(*[f"EXPECT={k}" for k in range(5)]))
     message = str(info.value)
     assert "HTTP 401" in message and KEY_ENV in message and "Fix:" in message
-    assert sleeps == [] and fake.n_requests <= 5
+    assert fake.n_requests <= 5  # each prompt sent at most once: no retries
 
 
-def test_404_bad_model_fails_at_once(fake, tmp_path, sleeps):
+def test_404_bad_model_fails_at_once(fake, tmp_path):
     fake.respond = lambda body, n: (404, error_body("The model `nope` does not exist", "not_found"))
     with pytest.raises(JudgeError, match=r"HTTP 404.*--judge-model"):
-        with judge_for(fake, tmp_path, sleeps, concurrency=1) as judge:
+        with judge_for(fake, tmp_path, concurrency=1) as judge:
             judge.score_trait(TRAIT, items("EXPECT=1"))
-    assert fake.n_requests == 1 and sleeps == []
+    assert fake.n_requests == 1
 
 
 def test_unreachable_server_raises_naming_the_url(tmp_path):

@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from personalens.plot.figures import plot_cosine_by_layer, plot_cosine_matrix, save_html
+from personalens.plot import plot_cosine_by_layer, plot_cosine_matrix, save_html
 from personalens.vectors.algebra import cosine_matrix
 from personalens.vectors.vector import PersonaVector
 
@@ -88,7 +88,7 @@ def test_save_html_is_self_contained(cm, tmp_path):
 
 
 def _sweep():
-    from personalens.studies.personality.ocean import ScalarSweepResult
+    from personalens.studies.personality.scalar_sweep import ScalarSweepResult
 
     dims = ("extraversion", "agreeableness")
     records = []
@@ -106,7 +106,7 @@ def _sweep():
 
 
 def test_plot_scalar_sweep_fits_and_highlights_the_target():
-    from personalens.plot.figures import plot_scalar_sweep
+    from personalens.plot import plot_scalar_sweep
 
     fig = plot_scalar_sweep(_sweep())
     assert isinstance(fig, go.Figure)
@@ -125,8 +125,8 @@ def test_plot_scalar_sweep_fits_and_highlights_the_target():
 
 
 def test_plot_additive_test_predicted_vs_observed():
-    from personalens.plot.figures import plot_additive_test
-    from personalens.studies.personality.ocean import AdditiveTestResult
+    from personalens.plot import plot_additive_test
+    from personalens.studies.personality.additive_test import AdditiveTestResult
 
     dims = ("extraversion", "agreeableness")
     obs = {

@@ -12,18 +12,22 @@ import torch
 import personalens as pl
 from personalens.cli.main import main
 from personalens.studies.personality import likelihood as qlik
+from personalens.studies.personality import likert as qlikert
 from personalens.studies.personality import questionnaire as qmod
-from personalens.studies.personality.questionnaire import (
-    LikertScale,
-    QuestionnaireFileError,
+from personalens.studies.personality import questionnaire_file as qfile
+from personalens.studies.personality.likert import (
     answer_distribution,
     answer_token_ids,
     expected_scores,
+    parse_answer,
+)
+from personalens.studies.personality.questionnaire import score_questionnaire
+from personalens.studies.personality.questionnaire_file import (
+    LikertScale,
+    QuestionnaireFileError,
     list_questionnaires,
     load_questionnaire,
-    parse_answer,
     parse_questionnaire,
-    score_questionnaire,
 )
 from personalens.vectors.vector import PersonaVector
 
@@ -223,7 +227,7 @@ def test_logprob_scoring_on_a_controlled_distribution(tiny_model, monkeypatch):
             rows.append(_fake_logits(vocab, wanted[hit[0]], zero=digit.values()))
         return torch.stack(rows)
 
-    monkeypatch.setattr(qmod, "_next_token_logits", fake)
+    monkeypatch.setattr(qlikert, "_next_token_logits", fake)
     res = score_questionnaire(tiny_model, q, batch_size=2)
     df = res.to_frame().set_index("id")
     assert df.loc["w1", "raw_score"] == pytest.approx(4.25, abs=1e-5)
@@ -557,7 +561,7 @@ def test_likelihood_item_logprob_equals_a_manual_forward(tiny_model):
     assert res.units == "nats/token" and res.settings["units"] == "nats/token"
     # the default prompt, an explicit argument, and a system prompt
     default = score_questionnaire(tiny_model, parse_questionnaire(SMALL), method="likelihood")
-    assert default.settings["self_description_prompt"] == qmod.SELF_DESCRIPTION_PROMPT
+    assert default.settings["self_description_prompt"] == qfile.SELF_DESCRIPTION_PROMPT
     arg = score_questionnaire(
         tiny_model, q, method="likelihood", self_description_prompt="Hi?", system="Be brief."
     )
@@ -658,14 +662,14 @@ def test_likelihood_steering_zero_equals_unsteered_and_positions(tiny_model):
         assert inner.settings["steering"]["positions"] == positions
         # equals one teacher-forced forward steered at the matching mask (10 and 7 tokens)
         for k, it in [(0, q.items[0]), (2, q.items[2])]:
-            batch = tokenize_pairs(tok, [qmod.SELF_DESCRIPTION_PROMPT], [it.text])
+            batch = tokenize_pairs(tok, [qfile.SELF_DESCRIPTION_PROMPT], [it.text])
             mask = {
                 "response": pl.steering.response_positions(batch),
                 "prompt": batch.prompt_mask,
                 "all": batch.attention_mask,
             }[positions]
             manual = _manual_logprobs(
-                tiny_model, qmod.SELF_DESCRIPTION_PROMPT, it.text, mask=mask, steer_kw=kw
+                tiny_model, qfile.SELF_DESCRIPTION_PROMPT, it.text, mask=mask, steer_kw=kw
             )
             assert lp_outer[k] == pytest.approx(float(manual.mean()), abs=1e-4), (positions, k)
     assert not any(h.fwd_hooks for h in tiny_model.hook_dict.values())

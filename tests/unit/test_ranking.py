@@ -10,22 +10,23 @@ import pytest
 import torch
 
 from personalens.errors import PersonaLensError
-from personalens.judges.openai_api import PairwiseVerdict, pairwise_compare, parse_verdict_value
 from personalens.model.generation import GenerationConfig
+from personalens.stats import wilson_interval
 from personalens.steering.dynamic import DynamicSteerer
-from personalens.studies.personality.ranking import (
-    CRITERIA,
-    OpenAIPairwiseJudge,
+from personalens.studies.personality.pairwise_judge import OpenAIPairwiseJudge, judge_pairs
+from personalens.studies.personality.pairwise_prompt import (
+    PairwiseVerdict,
+    pairwise_compare,
+    parse_verdict_value,
+)
+from personalens.studies.personality.ranking import run_ranking
+from personalens.studies.personality.scenarios import (
     ScenarioFileError,
-    TurnPair,
-    judge_pairs,
     list_scenario_sets,
     load_scenarios,
     parse_scenarios,
-    run_ranking,
-    steered_is_a,
-    wilson_interval,
 )
+from personalens.studies.personality.turn_pairs import CRITERIA, TurnPair, steered_is_a
 from personalens.vectors.vector import PersonaVector
 from tests.unit.fake_openai import config, json_replies
 
@@ -269,7 +270,7 @@ def test_wilson_interval_known_values():
 
 
 def test_unjudged_results_refuse_statistics():
-    from personalens.studies.personality.ranking import RankingResult
+    from personalens.studies.personality.ranking_result import RankingResult
 
     res = RankingResult(pairs=tuple(_pairs(2)), judgements=())
     assert len(res.to_frame()) == 2

@@ -14,12 +14,12 @@ import torch
 
 import personalens.sae.load as sae_mod
 from personalens.errors import PersonaLensError
-from personalens.extraction.pipeline import (
-    ExtractionConfig,
+from personalens.extraction.config import ExtractionConfig
+from personalens.extraction.pipeline import extract
+from personalens.extraction.responses import filter_pairs
+from personalens.extraction.run_activations import (
     activation_records,
     collect_run_activations,
-    extract,
-    filter_pairs,
     gather_side,
 )
 from personalens.extraction.traits import parse_trait
@@ -28,7 +28,8 @@ from personalens.model.generation import GenerationConfig, generate
 from personalens.sae.causal import feature_steering_test, feature_vector
 from personalens.sae.contexts import FeatureContexts, feature_contexts
 from personalens.sae.decompose import Decomposition, decompose
-from personalens.sae.load import LayerSAE, load_sae, shipped_sae_layers
+from personalens.sae.layer_sae import LayerSAE
+from personalens.sae.load import load_sae, shipped_sae_layers
 from personalens.steering.steer import steer
 from personalens.vectors.vector import PersonaVector
 
@@ -563,7 +564,7 @@ def test_feature_steering_with_reference_vector_and_resid_scale(tiny_model):
 def test_plots():
     import plotly.graph_objects as go
 
-    from personalens.plot.figures import plot_sae_cosines
+    from personalens.plot import plot_sae_cosines
 
     saes = {0: make_sae(layer=0, seed=2), 2: make_sae(layer=2, seed=3)}
     v = PersonaVector(directions=torch.randn(N_LAYERS, D_MODEL), model="tiny-random", trait="evil")
@@ -575,7 +576,7 @@ def test_plots():
 def test_plot_feature_steering(tiny_model):
     import plotly.graph_objects as go
 
-    from personalens.plot.figures import plot_feature_steering
+    from personalens.plot import plot_feature_steering
 
     res = feature_steering_test(
         tiny_model, make_sae(layer=1), [1, 2], coeffs=[1.0], trait="evil", judge=LengthJudge(),

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from personalens.model.load import EMBEDDED_MODEL_NAME
+from personalens.model.embedded import EMBEDDED_MODEL_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,9 @@ from personalens.conventions import hook_name
 from personalens.errors import LayerError, PersonaLensError
 from personalens.model.chat import as_conversation, encode_chat, encode_response
 from personalens.model.generation import GenerationConfig
-from personalens.studies.screening import ScreeningResult, load_screening_data, screen
+from personalens.studies.screening import screen
+from personalens.studies.screening_data import load_screening_data
+from personalens.studies.screening_result import ScreeningResult
 from personalens.vectors.vector import PersonaVector
 
 GEN = GenerationConfig(max_new_tokens=6)
@@ -375,7 +377,7 @@ def test_cli_screen_writes_tables_summary_and_histogram(capsys, tiny_hf_dir, hf_
 
 
 def test_plot_screening_histogram_overlays_datasets():
-    from personalens.plot.figures import plot_screening_histogram
+    from personalens.plot import plot_screening_histogram
 
     def result(name, values):
         t = torch.tensor(values, dtype=torch.float64)

@@ -137,7 +137,8 @@ def test_a_torn_line_in_another_workers_file_is_left_alone(tmp_path):
 
 
 def test_sharded_extraction_equals_one_process(tmp_path):
-    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.config import ExtractionConfig
+    from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import parse_trait
 
     from .test_extraction_cli import TRAIT, StubJudge
@@ -173,7 +174,7 @@ def test_sharded_extraction_equals_one_process(tmp_path):
     )
 
     # a run without --shard in the same directory redoes nothing and agrees
-    import personalens.extraction.pipeline as extraction
+    import personalens.extraction.responses as extraction
 
     def no_generation(*a, **k):
         raise AssertionError("nothing should be regenerated")
@@ -188,7 +189,8 @@ def test_sharded_extraction_equals_one_process(tmp_path):
 
 
 def test_sharded_extraction_needs_a_run_dir(tiny_model):
-    from personalens.extraction.pipeline import ExtractionConfig, extract
+    from personalens.extraction.config import ExtractionConfig
+    from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import parse_trait
 
     from .test_extraction_cli import TRAIT, StubJudge

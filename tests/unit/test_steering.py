@@ -6,13 +6,8 @@ import torch
 from personalens.errors import PersonaLensError
 from personalens.model.chat import encode_chat, tokenize_pairs, tokenize_prompts
 from personalens.model.generation import generate
-from personalens.steering.steer import (
-    add_steering,
-    calibrate_cap,
-    residual_norms,
-    response_positions,
-    steer,
-)
+from personalens.steering.calibration import calibrate_cap, residual_norms, response_positions
+from personalens.steering.steer import add_steering, attached_edits, foreign_hooks, steer
 from personalens.vectors.vector import PersonaVector
 
 PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a story about a cat."]
@@ -273,3 +268,22 @@ def test_zero_direction_cannot_be_ablated(tiny_model, vec):
     with pytest.raises(PersonaLensError, match="zero at layer"):
         with steer(tiny_model, vec.replace(directions=d), mode="ablate", layers=[1]):
             pass
+
+
+def test_attached_edits_follow_the_hooks(tiny_model, vec):
+    """The registry of attached edits: run order, positions, detach, and hooks cleared by hand."""
+    assert attached_edits(tiny_model) == [] and foreign_hooks(tiny_model) == []
+    with steer(tiny_model, vec, coeff=1.0, layers=[2, 0], positions="all"):
+        handle = add_steering(tiny_model, vec, 2.0, layers=[0])
+        edits = [(e.layer, e.coeff, e.positions) for e in attached_edits(tiny_model)]
+        assert edits == [(0, 1.0, "all"), (0, 2.0, "response"), (2, 1.0, "all")]
+        handle.remove()
+        assert [e.layer for e in attached_edits(tiny_model)] == [0, 2]
+        assert foreign_hooks(tiny_model) == []  # personalens's own hooks are not foreign
+        with tiny_model.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda x, hook: None)]):
+            assert foreign_hooks(tiny_model) == ["blocks.1.hook_resid_post (<lambda>)"]
+        with steer(tiny_model, vec, coeff=1.0, layers=[1]):
+            tiny_model.blocks[1].hook_resid_post.remove_hooks()  # cleared by hand
+            assert [e.layer for e in attached_edits(tiny_model)] == [0, 2]
+    assert attached_edits(tiny_model) == [] and foreign_hooks(tiny_model) == []
+    assert not tiny_model._forward_pre_hooks

@@ -1,4 +1,4 @@
-"""`personalens steer`, `chat --vector` and `sweep-steer` on a tiny HF model folder."""
+"""`personalens steer`, `chat --vector` and `steering-sweep` on a tiny HF model folder."""
 
 import io
 import json
@@ -102,12 +102,12 @@ def test_chat_with_a_vector(capsys, monkeypatch, tiny_hf_dir, vector_file):
     assert len(out.splitlines()) == 2 and "steering:" in err
 
 
-def test_sweep_steer_writes_table_and_figures(capsys, tiny_hf_dir, vector_file, tmp_path):
+def test_steering_sweep_writes_table_and_figures(capsys, tiny_hf_dir, vector_file, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Hello\nWhat is new?\n")
     out_dir = tmp_path / "sweep"
     args = [
-        "sweep-steer", "--model", str(tiny_hf_dir), "--vector", str(vector_file),
+        "steering-sweep", "--model", str(tiny_hf_dir), "--vector", str(vector_file),
         "--layers", "0", "2", "--coeffs", "0", "4", "--prompts-file", str(prompts),
         "--judge", "offline", "--max-new-tokens", "6", "--out", str(out_dir), "--quiet",
     ]  # fmt: skip
@@ -118,7 +118,7 @@ def test_sweep_steer_writes_table_and_figures(capsys, tiny_hf_dir, vector_file, 
     summary = json.loads((out_dir / "sweep.json").read_text())["summary"]
     assert {(r["layer"], r["coeff"]) for r in summary} == {(0, 0), (0, 4), (2, 0), (2, 4)}
     assert "trait" in out
-    code, _, err = _run(capsys, *args)  # resumes: nothing new to do
+    code, _, err = _run(capsys, "sweep-steer", *args[1:])  # the old name; resumes: nothing to do
     assert code == 0, err
 
 

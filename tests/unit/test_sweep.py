@@ -134,7 +134,7 @@ def test_bad_layer_fails_before_generating(tiny_model, vec):
 
 
 def test_sweep_figures(tiny_model, vec, tmp_path):
-    from personalens.plot.figures import plot_steering_heatmap, plot_steering_sweep, save_html
+    from personalens.plot import plot_steering_heatmap, plot_steering_sweep, save_html
 
     res = _run(tiny_model, vec, LengthJudge())
     fig = plot_steering_sweep(res)

@@ -12,11 +12,11 @@ import torch
 
 from personalens.conventions import HOOK_TEMPLATE, LAYER_CONVENTION
 from personalens.errors import PersonaLensError
-from personalens.vectors.vector import (
-    PersonaVector,
+from personalens.vectors.pt_format import (
     from_hf_hidden_states_layout,
     to_hf_hidden_states_layout,
 )
+from personalens.vectors.vector import PersonaVector
 
 N_LAYERS, D_MODEL = 4, 6
 

@@ -1,1 +1,2 @@
-"""Finetuning a HookedTransformer (adapters, checkpoints, preventative steering) and the shift it causes along a persona vector."""
+"""Finetuning a HookedTransformer (adapters, checkpoints, preventative steering) and the shift it
+causes along a persona vector."""

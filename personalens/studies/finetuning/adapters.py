@@ -3,12 +3,14 @@
 ``AdapterSpec`` says which weights (``"mlp_out"`` = the MLP down-projection ``W_out``,
 ``"attn_out"`` = the attention output ``W_O``), at which layers, LoRA or full; ``Adapters`` holds
 the tensors, applies them to a forward pass through TransformerLens hooks (the base weights are
-never touched) and merges them exactly into the weights. Used by :mod:`personalens.studies.finetuning.train`,
-whose docstring says why these two matrices.
+never touched) and merges them exactly into the weights; :func:`_merged_copy` is a model with
+them merged in. Used by :mod:`personalens.studies.finetuning.train`, whose docstring says why
+these two matrices.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens.hook_points import HookPoint
 
 from personalens.errors import PersonaLensError
 
@@ -222,3 +225,33 @@ class Adapters:
 
     def n_parameters(self) -> int:
         return sum(t.numel() for t in self.tensors.values())
+
+
+def _merged_copy(model: HookedTransformer, adapters: Adapters) -> HookedTransformer:
+    """A copy of ``model`` (no hooks, frozen, eval) with the adapters merged into its weights."""
+    memo: dict[int, Any] = {}
+    if model.tokenizer is not None:
+        memo[id(model.tokenizer)] = model.tokenizer  # shared, not copied
+    new = copy.deepcopy(model, memo)
+    for module in new.modules():  # the copy must not inherit hooks active on the original
+        for name in (
+            "_forward_hooks",
+            "_forward_hooks_with_kwargs",
+            "_forward_hooks_always_called",
+            "_forward_pre_hooks",
+            "_forward_pre_hooks_with_kwargs",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+        ):
+            hooks = getattr(module, name, None)
+            if hooks is not None:
+                hooks.clear()
+        if isinstance(module, HookPoint):
+            module.fwd_hooks = []
+            module.bwd_hooks = []
+    new.eval()
+    for p in new.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    adapters.merge_into(new)
+    return new

@@ -1,51 +1,56 @@
-"""Finetuning checkpoints: atomic safetensors files with their SHA-256, and optimizer state.
+"""The files of a finetuning run: checkpoints and the final adapters, with their SHA-256.
 
 A checkpoint is ``checkpoints/step-NNNNNNN/`` with ``adapters.safetensors``,
 ``optimizer.safetensors`` and, written last, ``state.json`` (so a checkpoint whose ``state.json``
-exists is complete). Only the newest complete checkpoint is kept.
+exists is complete). Only the newest complete checkpoint is kept. A finished run holds
+``adapters.safetensors`` and, written last, ``adapters.json`` (the config, losses and the
+tensors' SHA-256).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors.torch import load, save
 from torch import Tensor
 
-from personalens._io import atomic_write_bytes, atomic_write_json
+from personalens._io import atomic_write_bytes, atomic_write_json, digest
 from personalens.errors import PersonaLensError
-
-if TYPE_CHECKING:
-    from personalens.studies.finetuning.adapters import Adapters
+from personalens.studies.finetuning.adapters import Adapters
 
 FORMAT = "personalens.studies.finetuning.train"
+VERSION = 1
 
-# ----------------------------------------------------------------------------- checkpoints
+
+@dataclass
+class TrainingState:
+    """Where training stands: optimizer steps done, their losses and token counts, seconds."""
+
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+    n_tokens: list[int] = field(default_factory=list)
+    seconds: float = 0.0
 
 
-def _sha_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+# ----------------------------------------------------------------------------- tensors
 
 
 def _save_tensors(path: Path, tensors: dict[str, Tensor]) -> str:
-    from safetensors.torch import save
-
     data = save({k: v.contiguous() for k, v in tensors.items()}, metadata={"format": FORMAT})
     atomic_write_bytes(path, data)
-    return _sha_bytes(data)
+    return digest(data)
 
 
 def _load_tensors(path: Path, sha: str | None) -> dict[str, Tensor]:
-    from safetensors.torch import load
-
     if not path.is_file():
         raise PersonaLensError(f"{path} not found: the run directory is incomplete")
     data = path.read_bytes()
-    if sha is not None and _sha_bytes(data) != sha:
+    if sha is not None and digest(data) != sha:
         raise PersonaLensError(
             f"{path} does not match the SHA-256 recorded next to it: the files come from two "
             "different saves; delete the run directory and train again"
@@ -70,6 +75,9 @@ def _restore_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -
     opt.load_state_dict({"state": state, "param_groups": sd["param_groups"]})
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+
 def _checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
     root = run / "checkpoints"
     if not root.is_dir():
@@ -82,21 +90,23 @@ def _checkpoint_dirs(run: Path) -> list[tuple[int, Path]]:
 
 
 def _save_checkpoint(
-    run: Path, adapters: Adapters, opt: torch.optim.Optimizer, state: dict[str, Any]
+    run: Path, adapters: Adapters, opt: torch.optim.Optimizer, state: TrainingState
 ) -> None:
-    step = int(state["step"])
-    final = run / "checkpoints" / f"step-{step:07d}"
+    final = run / "checkpoints" / f"step-{state.step:07d}"
     if final.exists():
         shutil.rmtree(final)
     final.mkdir(parents=True)
-    state = {
-        **state,
+    record = {
+        "step": state.step,
+        "losses": state.losses,
+        "n_tokens": state.n_tokens,
+        "seconds": state.seconds,
         "adapters_sha256": _save_tensors(final / "adapters.safetensors", adapters.state()),
         "optimizer_sha256": _save_tensors(final / "optimizer.safetensors", _optimizer_tensors(opt)),
     }
-    atomic_write_json(final / "state.json", state)  # last: the checkpoint is complete
+    atomic_write_json(final / "state.json", record)  # last: the checkpoint is complete
     for s, d in _checkpoint_dirs(run):
-        if s != step:
+        if s != state.step:
             shutil.rmtree(d, ignore_errors=True)
 
 
@@ -106,3 +116,64 @@ def _latest_checkpoint(run: Path) -> tuple[Path, dict[str, Any]] | None:
             return d, json.loads((d / "state.json").read_text())
         shutil.rmtree(d, ignore_errors=True)  # a checkpoint that did not finish writing
     return None
+
+
+def _resume(run: Path, adapters: Adapters, opt: torch.optim.Optimizer) -> TrainingState:
+    """Load the latest checkpoint into ``adapters`` and ``opt``; a fresh state without one."""
+    latest = _latest_checkpoint(run)
+    if latest is None:
+        return TrainingState()
+    ckpt, state = latest
+    restored = _load_tensors(ckpt / "adapters.safetensors", state["adapters_sha256"])
+    with torch.no_grad():
+        for name, t in adapters.tensors.items():
+            t.copy_(restored[name])
+    _restore_optimizer(
+        opt, _load_tensors(ckpt / "optimizer.safetensors", state["optimizer_sha256"])
+    )
+    return TrainingState(
+        int(state["step"]),
+        list(state["losses"]),
+        list(state["n_tokens"]),
+        float(state.get("seconds", 0.0)),
+    )
+
+
+# ----------------------------------------------------------------------------- final adapters
+
+
+def _write_final(
+    run: Path, adapters: Adapters, config: dict[str, Any], state: TrainingState
+) -> None:
+    (run / "adapters.json").unlink(missing_ok=True)
+    sha = _save_tensors(run / "adapters.safetensors", adapters.state())
+    atomic_write_json(
+        run / "adapters.json",
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": config,
+            "tensors_file": "adapters.safetensors",
+            "tensors_sha256": sha,
+            "n_trained_parameters": adapters.n_parameters(),
+            "steps": len(state.losses),
+            "final_loss": state.losses[-1] if state.losses else None,
+            "losses": state.losses,
+            "n_tokens": state.n_tokens,
+            "seconds": round(state.seconds, 3),
+        },
+    )
+
+
+def _read_final(run: Path) -> tuple[dict[str, Any], dict[str, Tensor]] | None:
+    path = run / "adapters.json"
+    if not path.is_file():
+        return None
+    meta = json.loads(path.read_text())
+    if meta.get("format") != FORMAT:
+        raise PersonaLensError(f"{path} is not a personalens finetuning result")
+    if int(meta.get("version", 0)) > VERSION:
+        raise PersonaLensError(
+            f"{path} has format version {meta.get('version')}: upgrade personalens"
+        )
+    return meta, _load_tensors(run / meta["tensors_file"], meta["tensors_sha256"])

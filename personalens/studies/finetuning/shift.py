@@ -34,19 +34,21 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from personalens._io import atomic_write_json
-from personalens.conventions import check_layer
 from personalens.errors import PersonaLensError
+from personalens.extraction.traits import Trait, load_trait
+from personalens.judges.base import Judge, judge_records
+from personalens.judges.factory import make_judge
 from personalens.model.activations import summarize_batch
 from personalens.model.chat import Message, as_conversation, encode_chat, encode_response
 from personalens.model.generation import GenerationConfig, generate
+from personalens.results import Result, json_safe
+from personalens.stats import nan_mean
+from personalens.studies.layer_selection import select_layers
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformer_lens import HookedTransformer
 
-    from personalens.extraction.traits import Trait
-    from personalens.judges.base import Judge
     from personalens.vectors.vector import PersonaVector
 
 __all__ = ["DEFAULT_GENERATION", "FinetuningShift", "finetuning_shift"]
@@ -56,11 +58,7 @@ VERSION = 1
 VARIANTS = ("response_avg", "last_prompt_token")
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=64, temperature=0.0)
 Table = Float[Tensor, "n n_sel"]
-
-
-def _nanmean(x: Tensor) -> float:
-    x = x[~x.isnan()]
-    return x.mean().item() if len(x) else math.nan
+_SCORES = ("trait_base", "trait_finetuned", "coherence_base", "coherence_finetuned")
 
 
 def _nansem(x: Tensor) -> float:
@@ -71,11 +69,11 @@ def _nansem(x: Tensor) -> float:
 def _mean(values: Sequence[float] | None) -> float:
     if values is None:
         return math.nan
-    return _nanmean(torch.tensor(values, dtype=torch.float64))
+    return nan_mean(torch.tensor(values, dtype=torch.float64))
 
 
 @dataclass(frozen=True)
-class FinetuningShift:
+class FinetuningShift(Result):
     """Per-prompt projected activation differences (finetuned − base) at ``layers``.
 
     ``shift_<variant>[i, j]`` is prompt ``i`` at layer ``layers[j]``; ``base_<variant>`` the base
@@ -120,11 +118,12 @@ class FinetuningShift:
         """Mean shift over prompts at ``layer`` (default: the vector's best layer)."""
         if variant not in VARIANTS:
             raise PersonaLensError(f"unknown variant {variant!r}: use one of {VARIANTS}")
-        return _nanmean(getattr(self, f"shift_{variant}")[:, self._column(layer)])
+        return nan_mean(getattr(self, f"shift_{variant}")[:, self._column(layer)])
 
     @property
     def trait_change(self) -> float:
-        """Mean judged trait score of the finetuned model minus the base model's (NaN: not judged)."""
+        """Mean judged trait score of the finetuned model minus the base model's (NaN: not
+        judged)."""
         return _mean(self.trait_finetuned) - _mean(self.trait_base)
 
     def to_frame(self) -> pd.DataFrame:
@@ -137,10 +136,10 @@ class FinetuningShift:
             row: dict[str, Any] = {"layer": L}
             for v in VARIANTS:
                 col = getattr(self, f"shift_{v}")[:, j]
-                row[f"shift_{v}"] = _nanmean(col)
+                row[f"shift_{v}"] = nan_mean(col)
                 row[f"sem_{v}"] = _nansem(col)
             for v in VARIANTS:
-                row[f"base_{v}"] = _nanmean(getattr(self, f"base_{v}")[:, j])
+                row[f"base_{v}"] = nan_mean(getattr(self, f"base_{v}")[:, j])
             row["n_response_avg"] = int((~self.shift_response_avg[:, j].isnan()).sum())
             rows.append(row)
         return pd.DataFrame(rows)
@@ -166,12 +165,7 @@ class FinetuningShift:
     # ------------------------------------------------------------------ save / load
 
     def to_dict(self) -> dict[str, Any]:
-        def nan_free(t: Tensor) -> list:
-            return [[None if math.isnan(x) else x for x in row] for row in t.tolist()]
-
-        def scores(xs: list[float] | None) -> list | None:
-            return None if xs is None else [None if math.isnan(x) else x for x in xs]
-
+        """Format and version first, then the fields (NaN as ``None``); :meth:`load` reads it."""
         return {
             "format": FORMAT,
             "version": VERSION,
@@ -180,7 +174,7 @@ class FinetuningShift:
             "best_layer": self.best_layer,
             "layers": list(self.layers),
             **{
-                f"{kind}_{v}": nan_free(getattr(self, f"{kind}_{v}"))
+                f"{kind}_{v}": json_safe(getattr(self, f"{kind}_{v}"))
                 for kind in ("shift", "base")
                 for v in VARIANTS
             },
@@ -188,16 +182,9 @@ class FinetuningShift:
             "responses": self.responses,
             "finetuned_generations": self.finetuned_generations,
             "base_generations": self.base_generations,
-            **{
-                k: scores(getattr(self, k))
-                for k in ("trait_base", "trait_finetuned", "coherence_base", "coherence_finetuned")
-            },
+            **{k: json_safe(getattr(self, k)) for k in _SCORES},
             "settings": self.settings,
         }
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the result as JSON (atomically)."""
-        return atomic_write_json(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> FinetuningShift:
@@ -219,29 +206,12 @@ class FinetuningShift:
             responses=d["responses"],
             finetuned_generations=d["finetuned_generations"],
             base_generations=d["base_generations"],
-            **{
-                k: scores(d[k])
-                for k in ("trait_base", "trait_finetuned", "coherence_base", "coherence_finetuned")
-            },
+            **{k: scores(d[k]) for k in _SCORES},
             name=d["name"],
             trait=d["trait"],
             best_layer=d["best_layer"],
             settings=d["settings"],
         )
-
-
-def _layers(model: HookedTransformer, layers: int | Sequence[int] | str | None) -> tuple[int, ...]:
-    n = model.cfg.n_layers
-    if layers is None or layers == "all":
-        return tuple(range(n))
-    if isinstance(layers, str):
-        raise PersonaLensError(f"layers={layers!r}: give an int, a list of ints or 'all'")
-    if isinstance(layers, int):
-        layers = [layers]
-    out = tuple(check_layer(int(L), n) for L in layers)
-    if not out:
-        raise PersonaLensError("layers is empty: give at least one layer")
-    return out
 
 
 def finetuning_shift(
@@ -292,7 +262,7 @@ def finetuning_shift(
     tok = base_model.tokenizer
     if tok is None:
         raise PersonaLensError("the model has no tokenizer; load it with personalens.load_model")
-    sel = _layers(base_model, layers)
+    sel = select_layers(layers, base_model.cfg.n_layers)
     units = torch.stack([vector.unit(L) for L in sel]).double()  # [n_sel, d_model]
     zero = [L for L, u in zip(sel, units) if float(u.norm()) == 0.0]
     if zero:
@@ -301,27 +271,7 @@ def finetuning_shift(
     gen = replace(generation or DEFAULT_GENERATION, batch_size=batch_size, n=1, progress=False)
 
     # the replies both models read, and the finetuned model's greedy replies for judging
-    ft_text: list[str] | None = None
-    if isinstance(responses, str):
-        if responses != "generate":
-            raise PersonaLensError(
-                f"responses={responses!r}: use 'generate', a list of replies, or None"
-            )
-        res = generate(finetuned_model, convs, gen)
-        r_ids: list[list[int]] = [list(t) for t in res.response_tokens]
-        ft_text = list(res.responses)
-        shown = ft_text
-    elif responses is None:
-        r_ids = [[] for _ in convs]
-        shown = None
-    else:
-        if len(responses) != len(convs):
-            raise PersonaLensError(
-                f"{len(convs)} prompts but {len(responses)} responses: pass one per prompt"
-            )
-        r_ids = [encode_response(tok, r) for r in responses]
-        shown = [r if isinstance(r, str) else tok.decode(list(r)) for r in responses]
-
+    r_ids, shown, ft_text = _replies(finetuned_model, convs, responses, gen, tok)
     judged: dict[str, list[float]] | None = None
     base_text: list[str] | None = None
     if judge is not None:
@@ -331,7 +281,77 @@ def finetuning_shift(
     elif base_responses is not None:
         base_text = list(base_responses)
 
-    # activations: the same batches for both models
+    shift, base = _projected_shift(
+        base_model, finetuned_model, convs, r_ids, sel, units, batch_size
+    )
+    trait_name = trait.name if isinstance(trait, Trait) else (trait or vector.trait)
+    best = vector.metadata.get("best_layer")
+    return FinetuningShift(
+        layers=sel,
+        shift_response_avg=shift["response_avg"],
+        shift_last_prompt_token=shift["last_prompt_token"],
+        base_response_avg=base["response_avg"],
+        base_last_prompt_token=base["last_prompt_token"],
+        prompts=[p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
+        responses=shown,
+        finetuned_generations=ft_text,
+        base_generations=base_text,
+        **{k: judged[k] if judged else None for k in _SCORES},
+        name=name,
+        trait=trait_name,
+        best_layer=int(best) if best is not None and int(best) in sel else None,
+        settings={
+            "responses": responses if isinstance(responses, str) or responses is None else "given",
+            "system": system,
+            "generation": {k: v for k, v in asdict(gen).items() if k != "progress"},
+            "judge": None if judge is None else getattr(judge, "name", judge),
+            "vector": {"trait": vector.trait, "model": vector.model},
+            "model": base_model.cfg.model_name,
+        },
+    )
+
+
+def _replies(
+    finetuned_model: HookedTransformer,
+    convs: list[list[Message]],
+    responses: str | Sequence[str | Sequence[int]] | None,
+    gen: GenerationConfig,
+    tok: Any,
+) -> tuple[list[list[int]], list[str] | None, list[str] | None]:
+    """The reply token ids both models read, the replies as text (None: none), and the
+    finetuned model's greedy replies when they were generated here (``tok``: the base
+    model's tokenizer)."""
+    if isinstance(responses, str):
+        if responses != "generate":
+            raise PersonaLensError(
+                f"responses={responses!r}: use 'generate', a list of replies, or None"
+            )
+        res = generate(finetuned_model, convs, gen)
+        ft_text = list(res.responses)
+        return [list(t) for t in res.response_tokens], ft_text, ft_text
+    if responses is None:
+        return [[] for _ in convs], None, None
+    if len(responses) != len(convs):
+        raise PersonaLensError(
+            f"{len(convs)} prompts but {len(responses)} responses: pass one per prompt"
+        )
+    r_ids = [encode_response(tok, r) for r in responses]
+    shown = [r if isinstance(r, str) else tok.decode(list(r)) for r in responses]
+    return r_ids, shown, None
+
+
+def _projected_shift(
+    base_model: HookedTransformer,
+    finetuned_model: HookedTransformer,
+    convs: list[list[Message]],
+    r_ids: list[list[int]],
+    sel: tuple[int, ...],
+    units: Tensor,
+    batch_size: int,
+) -> tuple[dict[str, Table], dict[str, Table]]:
+    """Per variant, the projected activation difference (finetuned - base) and the base
+    model's projection, per prompt and selected layer; both models run the same batches."""
+    tok = base_model.tokenizer
     p_ids = [encode_chat(tok, c) for c in convs]
     n = len(convs)
     n_ctx = base_model.cfg.n_ctx
@@ -357,37 +377,7 @@ def finetuning_shift(
         empty = torch.tensor([len(r) == 0 for r in rs])
         for table in (shift["response_avg"], base["response_avg"]):
             table[idx[empty]] = math.nan
-
-    from personalens.extraction.traits import Trait as _Trait
-
-    trait_name = trait.name if isinstance(trait, _Trait) else (trait or vector.trait)
-    best = vector.metadata.get("best_layer")
-    return FinetuningShift(
-        layers=sel,
-        shift_response_avg=shift["response_avg"],
-        shift_last_prompt_token=shift["last_prompt_token"],
-        base_response_avg=base["response_avg"],
-        base_last_prompt_token=base["last_prompt_token"],
-        prompts=[p if isinstance(p, str) else [dict(m) for m in p] for p in prompts],
-        responses=shown,
-        finetuned_generations=ft_text,
-        base_generations=base_text,
-        trait_base=judged["trait_base"] if judged else None,
-        trait_finetuned=judged["trait_finetuned"] if judged else None,
-        coherence_base=judged["coherence_base"] if judged else None,
-        coherence_finetuned=judged["coherence_finetuned"] if judged else None,
-        name=name,
-        trait=trait_name,
-        best_layer=int(best) if best is not None and int(best) in sel else None,
-        settings={
-            "responses": responses if isinstance(responses, str) or responses is None else "given",
-            "system": system,
-            "generation": {k: v for k, v in asdict(gen).items() if k != "progress"},
-            "judge": None if judge is None else getattr(judge, "name", judge),
-            "vector": {"trait": vector.trait, "model": vector.model},
-            "model": base_model.cfg.model_name,
-        },
-    )
+    return shift, base
 
 
 def _judge_both(
@@ -400,10 +390,6 @@ def _judge_both(
     ft_text: list[str] | None,
     base_responses: Sequence[str] | None,
 ) -> tuple[dict[str, list[float]], list[str], list[str]]:
-    from personalens.extraction.traits import load_trait
-    from personalens.judges.base import judge_records
-    from personalens.judges.factory import make_judge
-
     if trait is None:
         raise PersonaLensError("judging needs trait= (a Trait or a trait name)")
     if isinstance(trait, str):

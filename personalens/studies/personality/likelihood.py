@@ -6,7 +6,7 @@ questionnaire's ``self_description_prompt``, chat template applied) and scored b
 log-probability per token, in nats/token (the end-of-turn token is not scored). A dimension's
 score is the contrast ``mean(forward-keyed) - mean(reverse-keyed)`` of those item scores, so
 every dimension needs items of both keyings (the contrast itself is computed by
-:class:`~personalens.studies.personality.questionnaire.QuestionnaireResult`).
+:class:`~personalens.studies.personality.questionnaire_result.QuestionnaireResult`).
 
 The prompt runs once as a prefill (batch 1) whose KV cache all statements share; each batch of
 statements is then one continuation forward over that cache, as in
@@ -24,26 +24,26 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+from transformer_lens import TransformerLensKeyValueCache
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from personalens.errors import PersonaLensError
+from personalens.model.chat import as_conversation, encode_chat, encode_response, pad_id
+from personalens.model.generation import last_logits
+from personalens.steering.plan import SteeringPlan
+from personalens.studies.personality.questionnaire_file import Questionnaire
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
-    from personalens.studies.personality.questionnaire import Questionnaire
 
-
-def _is_mask_plan(steering: Any) -> bool:
-    from personalens.steering.steer import SteeringPlan
-
+def is_mask_plan(steering: Any) -> bool:
+    """Whether ``steering`` is a plan with a boolean ``[batch, pos]`` positions mask (refused)."""
     return isinstance(steering, SteeringPlan) and isinstance(steering.positions, Tensor)
 
 
 def _expand_cache(cache: Any, n: int) -> Any:
     """A batch-``n`` copy of a batch-1 KV cache (views; later appends make new tensors)."""
-    from transformer_lens import TransformerLensKeyValueCache
-    from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
-
     return TransformerLensKeyValueCache(
         entries=[
             TransformerLensKeyValueCacheEntry(
@@ -72,11 +72,6 @@ def _statement_logprobs(
     which is not scored. Hooks see the prompt as a prefill and the statement tokens as decode
     positions, exactly as in :func:`personalens.generate`.
     """
-    from transformer_lens import TransformerLensKeyValueCache
-
-    from personalens.model.chat import pad_id
-    from personalens.model.generation import last_logits
-
     device = model.cfg.device
     pad = pad_id(model.tokenizer)
     prompt = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
@@ -106,15 +101,15 @@ def _statement_logprobs(
     return out
 
 
-def _score_likelihood(
+def score_likelihood(
     model: HookedTransformer,
     q: Questionnaire,
     prompt: str,
     system: str | None,
     batch_size: int,
 ) -> list[dict[str, Any]]:
-    from personalens.model.chat import as_conversation, encode_chat, encode_response
-
+    """Records of the ``"likelihood"`` method: each statement's mean and summed log-probability
+    as the reply to ``prompt`` (``raw_score`` = ``logprob``, nats/token)."""
     tokenizer = model.tokenizer
     prompt_ids = encode_chat(tokenizer, as_conversation(prompt, system))
     statements = [encode_response(tokenizer, it.text) for it in q.items]
@@ -142,7 +137,8 @@ def _score_likelihood(
     return out
 
 
-def _check_likelihood(q: Questionnaire) -> None:
+def check_likelihood(q: Questionnaire) -> None:
+    """Every dimension has forward- and reverse-keyed items (the contrast needs both)."""
     for dim in q.dimensions:
         items = q.items_for(dim)
         for side, rev in (("forward", False), ("reverse", True)):

@@ -1,0 +1,195 @@
+"""What the command modules share: argument groups (model, backend, shards, judge, steering) and
+turning parsed arguments into a loaded model, a shard, a judge or a steering hook.
+
+The CLI must start fast: torch-heavy modules are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from personalens.errors import PersonaLensError
+
+VECTOR_HELP = (
+    "a persona vector: an extraction run directory, a .json/.safetensors pair, a llama.cpp "
+    "control-vector .gguf, or the name of a shipped vector (e.g. evil)"
+)
+
+
+def add_command(
+    sub, name: str, *, help: str, old_names: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
+    """The parser of command ``name``. Each of its ``old_names`` (an earlier spelling) still runs
+    the command, so old scripts keep working, but only ``name`` is listed in the help."""
+    p = sub.add_parser(name, help=help)
+    for old in old_names:
+        sub.choices[old] = p  # what argparse's aliases= does, minus the listing
+    return p
+
+
+# ----------------------------------------------------------------------------- argument groups
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=None,
+        help="TransformerLens model name, local HF directory or .gguf file "
+        "(default: the embedded SmolLM2-135M-Instruct, offline)",
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
+    )
+    p.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU)"
+    )
+
+
+def add_backend_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("auto", "tl", "hf"),  # engines.hf.BACKENDS, spelled out: it imports torch
+        default="auto",
+        help="engine for generation and activations: 'hf' runs a Hugging Face model sharing the "
+        "weights (faster; Llama-style models; applies personalens steering exactly), 'tl' "
+        "TransformerLens; 'auto' (default) takes 'hf' where the model maps, else 'tl'. The "
+        "results agree within float tolerance; not part of a run's identity",
+    )
+
+
+def add_shard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shard",
+        default=None,
+        metavar="I/N",
+        help="be worker I of N (0-based) sharing the run directory, one per GPU or node; 'auto' "
+        "reads the rank from torchrun, accelerate launch or srun. Worker 0 writes the results.",
+    )
+    p.add_argument(
+        "--shard-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="give up after waiting S seconds for the other workers (default: wait)",
+    )
+
+
+def add_judge_args(p: argparse.ArgumentParser, *, choose: bool = True) -> None:
+    """``--judge`` (with ``choose``), ``--judge-base-url`` and ``--judge-model``."""
+    if choose:
+        p.add_argument(
+            "--judge",
+            choices=["offline", "openai", "auto"],
+            default="auto",
+            help="auto: openai when PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, else "
+            "offline",
+        )
+    p.add_argument("--judge-base-url", default=None)
+    p.add_argument("--judge-model", default=None)
+
+
+def add_steering_args(
+    p: argparse.ArgumentParser, *, required: bool, sweep: bool = False, multi: bool = False
+) -> None:
+    multi_help = "; with --dynamic repeat it as --vector NAME=PATH (NAME defaults to the trait)"
+    p.add_argument(
+        "--vector",
+        required=required,
+        default=None,
+        action="append" if multi else "store",
+        help=VECTOR_HELP + (multi_help if multi else ""),
+    )
+    if not sweep:
+        p.add_argument(
+            "--layer",
+            type=int,
+            nargs="+",
+            default=None,
+            help="layer(s) to steer (default: the vector's best layer)",
+        )
+        p.add_argument("--coeff", type=float, default=None, help="steering coefficient")
+    p.add_argument("--mode", choices=["add", "ablate", "cap"], default="add")
+    p.add_argument("--positions", choices=["response", "prompt", "all"], default="response")
+    p.add_argument(
+        "--coeff-scale",
+        choices=["raw", "unit", "resid"],
+        default="raw",
+        help="raw: multiples of the vector; unit: of its unit direction; resid: of the mean "
+        "residual norm at the layer",
+    )
+    p.add_argument("--bound", type=float, default=None, help="cap bound (default: calibrated)")
+    p.add_argument("--percentile", type=float, default=95.0, help="cap calibration percentile")
+
+
+# ----------------------------------------------------------------------------- from arguments
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from personalens.model.load import load_model
+
+    device = args.device
+    if getattr(args, "shard", None):
+        from personalens.runs.sharding import local_device
+
+        device = local_device(device)  # under torchrun: this worker's own GPU
+    return load_model(args.model, device=device, dtype=args.dtype)
+
+
+def shard_from_args(args: argparse.Namespace):
+    from personalens.runs.sharding import Shard, resolve_shard
+
+    if not args.shard:
+        return None
+    return resolve_shard(Shard.parse(args.shard, timeout_s=args.shard_timeout))
+
+
+def is_follower(shard, writes: str) -> bool:
+    """True (having said so) on a worker other than 0, which leaves ``writes`` to worker 0."""
+    if shard is None or shard.is_leader:
+        return False
+    print(f"shard {shard}: done; worker 0 writes {writes}")
+    return True
+
+
+def judge_from_args(args: argparse.Namespace):
+    """The judge of ``--judge`` (``--judge-base-url`` and ``--judge-model`` for openai)."""
+    from personalens.judges.factory import make_judge
+
+    judge_kwargs = {}
+    if args.judge == "openai":
+        judge_kwargs = {"base_url": args.judge_base_url, "model": args.judge_model}
+    return make_judge(args.judge, **judge_kwargs)
+
+
+def layer_or_best(vector, layer: int | None, give: str) -> int:
+    """``layer``, else the vector's recorded best layer; ``give`` says what to pass instead."""
+    if layer is not None:
+        return layer
+    best = vector.metadata.get("best_layer")
+    if best is None:
+        raise PersonaLensError(f"give {give}: this vector records no best layer")
+    return int(best)
+
+
+def steering_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "positions": args.positions,
+        "mode": args.mode,
+        "coeff_scale": args.coeff_scale,
+        "bound": args.bound,
+        "percentile": args.percentile,
+    }
+
+
+def steering_from_args(model, args: argparse.Namespace, *, plan_only: bool = False):
+    """The steering of ``--vector``, ``--coeff``, ``--layer`` ...: hooks on ``model`` (a handle to
+    remove), or with ``plan_only`` the plan without hooks."""
+    from personalens.steering.plan import plan_steering
+    from personalens.steering.steer import add_steering
+    from personalens.vectors.resolve import load_vector
+
+    vector = load_vector(args.vector, model)
+    if args.mode == "add" and args.coeff is None:
+        raise PersonaLensError("--mode add needs --coeff C (try --coeff 4 and adjust)")
+    steer = plan_steering if plan_only else add_steering
+    return steer(model, vector, args.coeff, layers=args.layer, **steering_kwargs(args))

@@ -1,0 +1,246 @@
+"""``personalens traits`` (list, show, or write one with an LLM), ``personalens extract`` (a persona
+vector into a resumable run directory) and ``personalens layer-sweep`` (per-layer AUC of finished
+runs; old name ``sweep``).
+
+The CLI must start fast: torch-heavy modules are imported inside the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from personalens.cli import common
+
+# the summary.json keys `extract` prints
+EXTRACT_SUMMARY_KEYS = "trait model judge n_pos n_neg best_layer best_auc timings_s".split()
+
+# ----------------------------------------------------------------------------- traits
+
+
+def add_traits_parser(sub) -> None:
+    p = common.add_command(
+        sub, "traits", help="list the shipped traits; `traits new` writes one with an LLM"
+    )
+    p.set_defaults(func=cmd_traits, traits_command=None)
+    tsub = p.add_subparsers(dest="traits_command")
+    show = tsub.add_parser("show", help="print a trait file")
+    show.add_argument("name")
+    new = tsub.add_parser("new", help="write a new trait file with an LLM (OpenAI-compatible API)")
+    new.add_argument("name")
+    new.add_argument("--description", required=True, help="what the trait is, in a sentence or two")
+    new.add_argument("--out", default=None, help="output path (default: traits/NAME.json)")
+    new.add_argument(
+        "--base-url",
+        default=None,
+        help="OpenAI-compatible base URL (env PERSONALENS_JUDGE_BASE_URL)",
+    )
+    new.add_argument("--judge-model", default=None, help="model name (env PERSONALENS_JUDGE_MODEL)")
+    new.add_argument("--force", action="store_true")
+
+
+def cmd_traits(args: argparse.Namespace) -> int:
+    from personalens.extraction.traits import list_traits, load_trait
+
+    if args.traits_command == "new":
+        return cmd_traits_new(args)
+    if args.traits_command == "show":
+        print(json.dumps(load_trait(args.name).to_dict(), indent=2, ensure_ascii=False))
+        return 0
+    for name in list_traits():
+        trait = load_trait(name)
+        extract_q, eval_q = trait.split_questions()
+        print(
+            f"{name:18s} {trait.n_pairs} pairs, {len(extract_q)}+{len(eval_q)} questions  "
+            f"{trait.description}"
+        )
+    return 0
+
+
+def cmd_traits_new(args: argparse.Namespace) -> int:
+    from personalens.extraction.trait_writer import generate_trait_artifact
+    from personalens.extraction.traits import save_trait
+    from personalens.judges.openai_client import APIConfig
+
+    config = APIConfig.from_env(base_url=args.base_url, model=args.judge_model)
+    data = generate_trait_artifact(args.name, args.description, config=config)
+    out = Path(args.out) if args.out else Path("traits") / f"{args.name}.json"
+    if out.exists() and not args.force:
+        print(f"personalens: error: {out} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    save_trait(data, out)
+    print(str(out))
+    return 0
+
+
+# ----------------------------------------------------------------------------- extract
+
+
+def add_extract_parser(sub) -> None:
+    p = common.add_command(
+        sub, "extract", help="extract a persona vector into a resumable run directory"
+    )
+    common.add_model_args(p)
+    common.add_backend_arg(p)
+    p.add_argument("--trait", default=None, help="a shipped trait name (see `personalens traits`)")
+    p.add_argument("--trait-file", default=None, help="a trait JSON file")
+    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    common.add_judge_args(p)
+    p.add_argument("--n-per-question", type=int, default=1)
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=50.0)
+    p.add_argument(
+        "--pairs", type=int, nargs="*", default=None, help="instruction pairs to use (default all)"
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="generation batch size")
+    p.add_argument(
+        "--max-questions", type=int, default=None, help="use the first N questions of each split"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_shard_args(p)
+    p.set_defaults(func=cmd_extract)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from personalens.extraction.config import ExtractionConfig
+    from personalens.extraction.pipeline import extract
+    from personalens.extraction.traits import load_trait
+
+    if bool(args.trait) == bool(args.trait_file):
+        print(
+            "personalens: error: give exactly one of --trait NAME or --trait-file PATH",
+            file=sys.stderr,
+        )
+        return 2
+    trait = load_trait(args.trait_file or args.trait)
+    judge = common.judge_from_args(args)
+    config = ExtractionConfig(
+        n_per_question=args.n_per_question,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        threshold=args.threshold,
+        pairs=tuple(args.pairs) if args.pairs else None,
+        generation_batch_size=args.batch_size,
+        max_questions=args.max_questions,
+    )
+    shard = common.shard_from_args(args)
+    model = common.load_model_from_args(args)
+    result = extract(
+        model,
+        trait,
+        judge,
+        config,
+        run_dir=args.out,
+        progress=not args.quiet,
+        backend=args.backend,
+        shard=shard,
+    )
+    print(json.dumps({k: result.summary[k] for k in EXTRACT_SUMMARY_KEYS}))
+    return 0
+
+
+# ----------------------------------------------------------------------------- layer sweep
+
+
+def add_layer_sweep_parser(sub) -> None:
+    p = common.add_command(
+        sub,
+        "layer-sweep",
+        help="per-layer AUC with bootstrap CIs of finished extraction runs (JSON + HTML figure)",
+        old_names=("sweep",),
+    )
+    p.add_argument(
+        "--run",
+        action="extend",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="extraction run directory (several overlay their traits in one figure)",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["response_avg", "prompt_avg", "last_prompt_token"],
+        default=None,
+        metavar="VARIANT",
+        help="response_avg, prompt_avg and/or last_prompt_token (default: all three)",
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
+    p.add_argument("--ci", type=float, default=0.95, help="interval coverage")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument(
+        "--split",
+        choices=["heldout", "extract"],
+        default="heldout",
+        help="heldout: the samples summary.json's layer_auc uses; extract: the kept extraction "
+        "pairs (in-sample)",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="output directory (default: the run directory; with several runs, each run's "
+        "JSON goes to its own directory and the figure to their common parent)",
+    )
+    p.set_defaults(func=cmd_layer_sweep)
+
+
+def cmd_layer_sweep(args: argparse.Namespace) -> int:
+    """Per-layer AUC (with bootstrap CIs) of finished extraction runs: JSON, HTML and best layers."""
+    from personalens.plot.layer_sweep import plot_layer_sweep
+    from personalens.plot.style import save_html
+    from personalens.studies.layer_sweep import layer_sweep
+
+    runs = [Path(r) for r in args.run]
+    results = [
+        layer_sweep(
+            run,
+            variants=args.variants,
+            n_boot=args.n_boot,
+            ci=args.ci,
+            seed=args.seed,
+            split=args.split,
+        )
+        for run in runs
+    ]  # every run is read (and may fail) before anything is written
+    labels = [r.trait for r in results]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r.trait} ({run.name})" for r, run in zip(results, runs)]
+    json_paths, html_path = _layer_sweep_paths(runs, Path(args.out) if args.out else None)
+    for result, path in zip(results, json_paths):
+        result.save(path)
+    first = results[0]
+    variant = "response_avg" if "response_avg" in first.variants else first.variants[0]
+    save_html(plot_layer_sweep(dict(zip(labels, results)), variant), html_path)
+    width = max(len(label) for label in labels)
+    for label, result in zip(labels, results):
+        for v in result.variants:
+            b = result.best(v)
+            ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b["auc_ci"] else ""
+            print(
+                f"{label:<{width}}  {v:<17}  best layer {b['layer']:>3}  AUC {b['auc']:.3f}{ci}"
+                f"  d {b['cohens_d']:.2f}  (n {b['n_pos']} pos / {b['n_neg']} neg, "
+                f"{result.evaluated_on})"
+            )
+    print(f"wrote {', '.join(str(p) for p in json_paths)}, {html_path}")
+    return 0
+
+
+def _layer_sweep_paths(runs: list[Path], out: Path | None) -> tuple[list[Path], Path]:
+    """Where each run's layer_sweep JSON and the one figure go (see ``--out``)."""
+    if len(runs) == 1:
+        return [(out or runs[0]) / "layer_sweep.json"], (out or runs[0]) / "layer_sweep.html"
+    if out is not None:
+        names = [run.resolve().name for run in runs]
+        if len(set(names)) < len(names):
+            names = [f"{n}_{i + 1}" for i, n in enumerate(names)]
+        json_paths = [out / f"layer_sweep_{n}.json" for n in names]
+    else:
+        json_paths = [run / "layer_sweep.json" for run in runs]
+    common = Path(os.path.commonpath([str(run.resolve()) for run in runs]))
+    return json_paths, (out or common) / "layer_sweep.html"

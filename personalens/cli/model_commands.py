@@ -1,0 +1,255 @@
+"""``personalens info`` (the model's shape as JSON) and ``personalens chat`` (a conversation on
+stdin, optionally steered by one vector, or by several turn by turn with ``--dynamic``).
+
+The CLI must start fast: torch-heavy modules are imported inside the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from personalens.cli import common
+from personalens.errors import PersonaLensError
+
+CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (new system prompt), /exit"
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def add_info_parser(sub) -> None:
+    p = common.add_command(sub, "info", help="print the model's shape and hook convention as JSON")
+    common.add_model_args(p)
+    p.set_defaults(func=cmd_info)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from personalens.model.load import model_info
+
+    print(json.dumps(model_info(common.load_model_from_args(args))))
+    return 0
+
+
+# ----------------------------------------------------------------------------- chat
+
+
+def add_chat_parser(sub) -> None:
+    p = common.add_command(sub, "chat", help="chat with the model (reads stdin; works from a pipe)")
+    common.add_model_args(p)
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--format",
+        choices=["text", "jsonl"],
+        default="text",
+        help="jsonl: one JSON object per reply, for scripts (replies may span lines)",
+    )
+    common.add_steering_args(p, required=False, multi=True)
+    p.add_argument(
+        "--dynamic",
+        action="store_true",
+        help="predict-then-steer: before each reply choose a coefficient per --vector",
+    )
+    p.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="with --dynamic: target level in [-1, 1] of a trait (repeatable)",
+    )
+    p.add_argument("--policy", choices=["projection", "llm"], default="projection")
+    p.add_argument(
+        "--max-coeff", type=float, default=4.0, help="with --dynamic: coefficient at adjustment 1"
+    )
+    p.add_argument(
+        "--target-sd",
+        type=float,
+        default=2.0,
+        help="projection policy: target +1 = this many neutral-prompt std above the mean",
+    )
+    p.add_argument(
+        "--one-sided",
+        action="store_true",
+        help="projection policy: a target is a floor (>0) or ceiling (<0), never pushed back",
+    )
+    p.add_argument("--judge-base-url", default=None, help="--policy llm: OpenAI-compatible URL")
+    p.add_argument("--judge-model", default=None, help="--policy llm: model name")
+    p.set_defaults(func=cmd_chat)
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from personalens.model.generation import GenerationConfig
+
+    vectors = args.vector or []
+    _check_chat_args(args, vectors)
+    model = common.load_model_from_args(args)
+    handle = None
+    if vectors and not args.dynamic:
+        one = argparse.Namespace(**{**vars(args), "vector": vectors[0]})
+        handle = common.steering_from_args(model, one)
+        print(f"steering: {handle.plan.description}", file=sys.stderr)
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+        progress=False,
+    )
+    steerer = _dynamic_from_args(model, args, vectors, config) if args.dynamic else None
+    try:
+        _chat_loop(model, args, config, steerer)
+    finally:
+        if handle is not None:
+            handle.remove()
+    return 0
+
+
+def _chat_loop(model, args: argparse.Namespace, config, steerer) -> None:
+    """Read user turns from stdin until EOF or /exit; print each reply."""
+    from personalens.model.chat import build_messages
+
+    interactive = sys.stdin.isatty()
+    system = args.system
+    history: list[dict[str, str]] = []
+    if interactive:
+        print(f"personalens chat with {model.cfg.model_name}. {CHAT_HELP}", file=sys.stderr)
+    while True:
+        if interactive:
+            print("you> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in {"/exit", "/quit"}:
+            break
+        if text.startswith("/"):
+            system, history = _chat_command(text, system, history)
+            continue
+        messages = build_messages(text, system=system, history=history)
+        reply, extra = _reply(model, messages, config, steerer, args.format)
+        history = [m for m in messages if m["role"] != "system"]
+        history.append({"role": "assistant", "content": reply})
+        if args.format == "jsonl":
+            print(json.dumps({"user": text, "assistant": reply, **extra}), flush=True)
+        else:
+            print(("assistant> " if interactive else "") + reply, flush=True)
+
+
+def _chat_command(text: str, system: str | None, history: list) -> tuple[str | None, list]:
+    """(system prompt, history) after the chat command ``text`` (a line starting with /)."""
+    if text == "/reset":
+        return system, []
+    if text.startswith("/system"):
+        return text.removeprefix("/system").strip() or None, []
+    print(f"unknown command {text.split()[0]!r}; {CHAT_HELP}", file=sys.stderr)
+    return system, history
+
+
+def _reply(model, messages: list, config, steerer, fmt: str) -> tuple[str, dict]:
+    """The model's reply, and (with dynamic steering) the turn's coefficients and rationale."""
+    from personalens.model.generation import generate
+
+    if steerer is None:
+        return generate(model, [messages], config).responses[0], {}
+    turn = steerer.respond(messages)
+    extra = {k: v for k, v in turn.to_dict().items() if k not in ("user", "reply")}
+    if fmt != "jsonl":
+        coeffs = " ".join(f"{t}={c:+.2f}" for t, c in turn.coefficients.items())
+        print(f"[dynamic] {coeffs} ({turn.rationale})", file=sys.stderr)
+    return turn.reply, extra
+
+
+def _check_chat_args(args: argparse.Namespace, vectors: list[str]) -> None:
+    """Reject contradictory chat options before the model is loaded."""
+    if not args.dynamic:
+        if len(vectors) > 1:
+            raise PersonaLensError(
+                "static steering takes one --vector; to steer several traits turn by turn add "
+                "--dynamic (--vector NAME=PATH for each)"
+            )
+        if args.target:
+            raise PersonaLensError("--target sets the target persona of --dynamic steering")
+        return
+    if not vectors:
+        raise PersonaLensError("--dynamic needs at least one --vector NAME=PATH (or PATH)")
+    if args.coeff is not None:
+        raise PersonaLensError("--dynamic chooses the coefficients; bound them with --max-coeff")
+    if args.mode != "add":
+        raise PersonaLensError("--dynamic steers with --mode add only")
+    if args.layer is not None and len(args.layer) > 1:
+        raise PersonaLensError(
+            "--dynamic takes one --layer for all vectors (or none: each vector's best layer)"
+        )
+    _parse_targets(args.target)
+
+
+def _parse_targets(items: list[str] | None) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        try:
+            level = float(value)
+        except ValueError:
+            level = None
+        if not sep or not name.strip() or level is None:
+            raise PersonaLensError(
+                f"--target {item!r}: write NAME=VALUE with VALUE in [-1, 1], e.g. --target evil=-1"
+            )
+        out[name.strip()] = level
+    return out
+
+
+def _named_vector(item: str, model):
+    """``NAME=PATH`` or ``PATH`` (named by the vector's trait) -> (name, vector)."""
+    from personalens.vectors.resolve import load_vector
+
+    name, sep, path = item.partition("=")
+    if not sep or Path(item).exists() or "/" in name or not name.strip():
+        vector = load_vector(item, model)
+        return vector.trait, vector
+    return name.strip(), load_vector(path, model)
+
+
+def _dynamic_from_args(model, args: argparse.Namespace, vectors: list[str], config):
+    from personalens.steering.dynamic import DynamicSteerer
+
+    named: dict = {}
+    for item in vectors:
+        name, vector = _named_vector(item, model)
+        if name in named:
+            raise PersonaLensError(f"two --vector options are named {name!r}; use NAME=PATH")
+        named[name] = vector
+    if args.policy == "llm":
+        from personalens.judges.openai_client import APIConfig
+
+        policy_options = {
+            "config": APIConfig.from_env(base_url=args.judge_base_url, model=args.judge_model)
+        }
+    else:
+        policy_options = {"target_sd": args.target_sd, "one_sided": args.one_sided}
+    steerer = DynamicSteerer(
+        model,
+        named,
+        layers=args.layer[0] if args.layer else None,
+        policy=args.policy,
+        policy_options=policy_options,
+        target=_parse_targets(args.target),
+        max_coeff=args.max_coeff,
+        coeff_scale=args.coeff_scale,
+        positions=args.positions,
+        generation=config,
+    )
+    print(
+        f"dynamic steering: {steerer.policy!r}, layers {steerer.layers}, target "
+        f"{steerer.target}, max coeff {args.max_coeff} ({args.coeff_scale})",
+        file=sys.stderr,
+    )
+    return steerer

@@ -1,0 +1,178 @@
+"""``personalens steer`` (unsteered and steered completions side by side) and ``personalens
+steering-sweep`` (judge steering at every layer and coefficient; old name ``sweep-steer``).
+
+The CLI must start fast: torch-heavy modules are imported inside the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import textwrap
+from itertools import zip_longest
+from pathlib import Path
+
+from personalens._io import atomic_write_text
+from personalens.cli import common
+
+# ----------------------------------------------------------------------------- steer
+
+
+def add_steer_parser(sub) -> None:
+    p = common.add_command(
+        sub, "steer", help="print unsteered and steered completions side by side"
+    )
+    common.add_model_args(p)
+    common.add_backend_arg(p)
+    common.add_steering_args(p, required=True)
+    p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
+    p.add_argument("--system", default=None, help="system prompt")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_steer)
+
+
+def cmd_steer(args: argparse.Namespace) -> int:
+    from personalens.model.generation import GenerationConfig, generate
+
+    model = common.load_model_from_args(args)
+    config = GenerationConfig(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+        progress=False,
+    )
+    plain = generate(model, args.prompt, config, system=args.system, backend=args.backend).responses
+    handle = common.steering_from_args(model, args)
+    try:
+        steered = generate(
+            model, args.prompt, config, system=args.system, backend=args.backend
+        ).responses
+    finally:
+        handle.remove()
+    desc = handle.plan.description
+    label = f"steered ({desc['mode']}, layer {','.join(map(str, desc['layers']))}"
+    label += (
+        f", coeff {','.join(f'{c:g}' for c in desc['coeff'])})" if desc["mode"] == "add" else ")"
+    )
+    for prompt, a, b in zip(args.prompt, plain, steered):
+        if args.format == "json":
+            print(json.dumps({"prompt": prompt, "unsteered": a, "steered": b, "steering": desc}))
+        else:
+            print(f"\n>>> {prompt}\n")
+            print(_side_by_side(a, b, ("unsteered", label)))
+    return 0
+
+
+def _side_by_side(left: str, right: str, titles: tuple[str, str]) -> str:
+    width = max(30, (shutil.get_terminal_size((120, 20)).columns - 3) // 2)
+
+    def wrap(text: str) -> list[str]:
+        lines: list[str] = []
+        for para in text.splitlines() or [""]:
+            lines.extend(textwrap.wrap(para, width) or [""])
+        return lines
+
+    rows = [f"{titles[0]:<{width}} | {titles[1]}", f"{'-' * width}-+-{'-' * width}"]
+    for a, b in zip_longest(wrap(left), wrap(right), fillvalue=""):
+        rows.append(f"{a:<{width}} | {b}")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- steering sweep
+
+
+def add_steering_sweep_parser(sub) -> None:
+    p = common.add_command(
+        sub,
+        "steering-sweep",
+        help="steer at every (layer, coeff), judge trait and coherence; write table and figures",
+        old_names=("sweep-steer",),
+    )
+    common.add_model_args(p)
+    common.add_backend_arg(p)
+    common.add_steering_args(p, required=True, sweep=True)
+    p.add_argument(
+        "--layers", type=int, nargs="+", default=None, help="default: the vector's best layer"
+    )
+    p.add_argument(
+        "--coeffs", type=float, nargs="+", required=True, help="coefficients (0 = unsteered)"
+    )
+    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
+    p.add_argument("--trait", default=None, help="trait to judge (default: the vector's trait)")
+    p.add_argument(
+        "--prompts-file", default=None, help="one prompt per line (default: held-out questions)"
+    )
+    p.add_argument("--system", default=None)
+    common.add_judge_args(p)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--n-per-prompt", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true")
+    common.add_shard_args(p)
+    p.set_defaults(func=cmd_steering_sweep)
+
+
+def cmd_steering_sweep(args: argparse.Namespace) -> int:
+    from personalens.model.generation import GenerationConfig
+    from personalens.studies.steering_sweep import steering_sweep
+    from personalens.vectors.resolve import load_vector
+
+    shard = common.shard_from_args(args)
+    model = common.load_model_from_args(args)
+    vector = load_vector(args.vector, model)
+    prompts = _read_prompts(Path(args.prompts_file)) if args.prompts_file else None
+    layers = args.layers
+    if layers is None:
+        layers = [common.layer_or_best(vector, None, "--layers L [L ...]")]
+    result = steering_sweep(
+        model,
+        vector,
+        prompts,
+        layers=layers,
+        coeffs=args.coeffs,
+        trait=args.trait,
+        judge=common.judge_from_args(args),
+        system=args.system,
+        generation=GenerationConfig(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            n=args.n_per_prompt,
+            seed=args.seed,
+            batch_size=args.batch_size,
+        ),
+        mode=args.mode,
+        positions=args.positions,
+        coeff_scale=args.coeff_scale,
+        out=args.out,
+        progress=not args.quiet,
+        backend=args.backend,
+        shard=shard,
+    )
+    if common.is_follower(shard, "the tables and figures"):
+        return 0
+    _write_steering_sweep(result, Path(args.out))
+    return 0
+
+
+def _read_prompts(path: Path) -> list[str]:
+    """The non-blank lines of ``path``, stripped."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write_steering_sweep(result, out: Path) -> None:
+    """sweep.csv and the two figures; print the table."""
+    from personalens.plot.steering import plot_steering_heatmap, plot_steering_sweep
+    from personalens.plot.style import save_html
+
+    table = result.summary()
+    atomic_write_text(out / "sweep.csv", table.to_csv(index=False))
+    save_html(plot_steering_sweep(result), out / "sweep.html")
+    save_html(plot_steering_heatmap(result), out / "heatmap.html")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    print(f"\nwrote {out / 'sweep.csv'}, {out / 'sweep.html'}, {out / 'heatmap.html'}")

@@ -1,0 +1,183 @@
+"""``personalens screen`` (ΔP of every sample of one or more datasets) and ``personalens
+questionnaire`` (a Likert questionnaire's per-dimension scores, optionally under steering).
+
+The CLI must start fast: torch-heavy modules are imported inside the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from personalens._io import atomic_write_text
+from personalens.cli import common
+from personalens.errors import PersonaLensError
+
+# ----------------------------------------------------------------------------- screening (ΔP)
+
+
+def add_screen_parser(sub) -> None:
+    p = common.add_command(
+        sub,
+        "screen",
+        help="score dataset samples by projection difference ΔP (dataset reply minus the "
+        "model's own, on the persona vector); resumable",
+    )
+    common.add_model_args(p)
+    common.add_backend_arg(p)
+    p.add_argument("--vector", required=True, help=common.VECTOR_HELP)
+    p.add_argument(
+        "--data",
+        action="extend",
+        nargs="+",
+        required=True,
+        help=".jsonl (chat 'messages', last = the response; or 'prompt'/'answer') or .csv "
+        "('prompt', 'answer'; optional 'id', 'system'). Several: one subfolder each, one "
+        "overlaid histogram",
+    )
+    p.add_argument(
+        "--layer", type=int, default=None, help="layer L (default: the vector's best layer)"
+    )
+    p.add_argument(
+        "--out", required=True, help="output directory (rerun the same command to resume)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=int, default=128, help="length of the model's own (greedy) reply"
+    )
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_shard_args(p)
+    p.set_defaults(func=cmd_screen)
+
+
+def cmd_screen(args: argparse.Namespace) -> int:
+    """ΔP of every sample of one or more datasets; tables, summaries and an overlay histogram."""
+    from personalens.model.generation import GenerationConfig
+    from personalens.studies.screening import screen
+    from personalens.studies.screening_data import load_screening_data
+    from personalens.vectors.resolve import load_vector
+
+    files = [Path(f) for f in args.data]
+    for f in files:  # every file parses (and may fail) before the model loads
+        load_screening_data(f)
+    names = [f.stem for f in files]
+    if len(set(names)) < len(names):
+        names = [f"{n}_{i + 1}" for i, n in enumerate(names)]
+    out = Path(args.out)
+    dirs = [out] if len(files) == 1 else [out / n for n in names]
+    shard = common.shard_from_args(args)
+    model = common.load_model_from_args(args)
+    vector = load_vector(args.vector, model)
+    layer = common.layer_or_best(vector, args.layer, "--layer L")
+    generation = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    results = {}
+    for name, f, d in zip(names, files, dirs):
+        results[name] = screen(
+            model,
+            vector,
+            f,
+            layer=layer,
+            out=d,
+            generation=generation,
+            batch_size=args.batch_size,
+            name=name,
+            progress=not args.quiet,
+            backend=args.backend,
+            shard=shard,
+        )
+    if common.is_follower(shard, "the tables and the figure"):
+        return 0
+    _write_screening(results, dirs, out)
+    return 0
+
+
+def _write_screening(results: dict, dirs: list[Path], out: Path) -> None:
+    """The overlay histogram (and with several datasets a table of them); print each summary."""
+    from personalens.plot.screening import plot_screening_histogram
+    from personalens.plot.style import save_html
+
+    html = out / "screening.html"
+    save_html(plot_screening_histogram(results), html)
+    if len(results) > 1:
+        import pandas as pd
+
+        table = pd.DataFrame([{"dataset": n, **r.summary()} for n, r in results.items()])
+        table = table.drop(columns=["name", "quantiles"])
+        atomic_write_text(out / "datasets.csv", table.to_csv(index=False))
+    for (name, result), d in zip(results.items(), dirs):
+        top = ", ".join(str(i) for i in result.top(5)["id"])
+        print(
+            f"{name}: n={len(result)} mean ΔP {result.mean:+.4g} (std {result.std:.4g}, layer "
+            f"{result.layer}); top 5 ids: {top}  [{d / 'scores.csv'}]"
+        )
+    print(f"wrote {html}")
+
+
+# ----------------------------------------------------------------------------- questionnaires
+
+
+def add_questionnaire_parser(sub) -> None:
+    p = common.add_command(
+        sub,
+        "questionnaire",
+        help="answer a Likert questionnaire (default: the shipped Big Five items) and print "
+        "per-dimension scores as one JSON object",
+    )
+    common.add_model_args(p)
+    p.add_argument("--file", default=None, help="a questionnaire JSON file")
+    p.add_argument("--name", default=None, help="a shipped questionnaire (default: big_five)")
+    p.add_argument("--system", default=None, help="system prompt for every item")
+    p.add_argument(
+        "--method",
+        choices=["logprob", "generate", "judge", "likelihood"],
+        default="logprob",
+        help="logprob: next-token probabilities of the scale answers (no judge); generate: "
+        "greedy reply parsed strictly (unparseable = NaN); judge: reply rated by an "
+        "OpenAI-compatible LLM judge; likelihood: mean log-prob of each statement as the "
+        "model's self-description, scored per dimension as forward - reverse (nats/token, "
+        "not on the Likert scale)",
+    )
+    common.add_judge_args(p, choose=False)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-new-tokens", type=int, default=32, help="generate/judge reply length")
+    common.add_steering_args(p, required=False)
+    p.set_defaults(func=cmd_questionnaire)
+
+
+def cmd_questionnaire(args: argparse.Namespace) -> int:
+    """One JSON object: the per-dimension scores, then `_stats` and `_meta`."""
+    from personalens.judges.factory import make_judge
+    from personalens.studies.personality.questionnaire import score_questionnaire
+    from personalens.studies.personality.questionnaire_file import load_questionnaire
+
+    if args.file and args.name:
+        raise PersonaLensError("give --file PATH or --name NAME, not both")
+    # the questionnaire is validated before the model loads
+    questionnaire = load_questionnaire(args.file or args.name or "big_five")
+    model = common.load_model_from_args(args)
+    steering = common.steering_from_args(model, args, plan_only=True) if args.vector else None
+    judge = None
+    if args.method == "judge":
+        judge = make_judge("openai", base_url=args.judge_base_url, model=args.judge_model)
+    result = score_questionnaire(
+        model,
+        questionnaire,
+        steering=steering,
+        system=args.system,
+        method=args.method,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        judge=judge,
+    )
+    full = result.to_dict()
+    out = dict(full["scores"])  # dimension names are lowercase identifiers: no clash with _keys
+    out["_stats"] = full["dimensions"]
+    out["_meta"] = {
+        "questionnaire": result.questionnaire,
+        "method": result.method,
+        "mean_scale_mass": full["mean_scale_mass"],
+        **{k: v for k, v in result.settings.items() if k != "scale"},
+    }
+    print(json.dumps(out))
+    return 0

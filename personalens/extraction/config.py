@@ -1,0 +1,38 @@
+"""The settings of an extraction run: :class:`ExtractionConfig` (saved in the run directory's
+``config.json`` and ``summary.json``, so its fields and their order are part of the run's
+identity)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from personalens.model.generation import GenerationConfig
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    """Settings of an extraction run (written to ``config.json`` in the run directory)."""
+
+    n_per_question: int = 1
+    max_new_tokens: int = 48
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int = 0
+    threshold: float = 50.0
+    coherence_threshold: float = 50.0
+    pairs: tuple[int, ...] | None = None  # instruction pairs to use (None: all)
+    max_questions: int | None = None  # use only the first N questions of each split (quick runs)
+    generation_batch_size: int = 32
+    activation_batch_size: int = 16
+    judge_chunk: int = 64
+    min_heldout_per_class: int = 3
+
+    def generation_config(self) -> GenerationConfig:
+        return GenerationConfig(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            batch_size=self.generation_batch_size,
+            progress=False,
+        )

@@ -1,0 +1,200 @@
+"""Figures of a layer sweep (:class:`~personalens.studies.layer_sweep.LayerSweepResult`):
+held-out AUC by layer for one or more traits, and separation / Cohen's d by layer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import plotly.graph_objects as go
+
+from personalens.plot.style import LAYER_AXIS_TITLE, _ci_band, _ci_bounds, _palette, _two_panels
+from personalens.studies.layer_sweep_result import LayerSweepResult
+
+__all__ = ["plot_layer_separation", "plot_layer_sweep"]
+
+
+def _sweep_items(
+    results: LayerSweepResult | Sequence[LayerSweepResult] | Mapping[str, LayerSweepResult],
+) -> list[tuple[str, LayerSweepResult]]:
+    """``(label, result)`` pairs; list labels are the traits (plus model/number when repeated)."""
+    if isinstance(results, LayerSweepResult):
+        return [(results.trait or "sweep", results)]
+    if isinstance(results, Mapping):
+        return [(str(k), v) for k, v in results.items()]
+    items = list(results)
+    labels = [r.trait or "sweep" for r in items]
+    if len(set(labels)) < len(labels):
+        labels = [f"{r.trait} ({r.model})" for r in items]
+    if len(set(labels)) < len(labels):
+        labels = [f"{label} #{i + 1}" for i, label in enumerate(labels)]
+    return list(zip(labels, items))
+
+
+def plot_layer_sweep(
+    results: LayerSweepResult | Sequence[LayerSweepResult] | Mapping[str, LayerSweepResult],
+    variant: str = "response_avg",
+    *,
+    title: str | None = None,
+) -> go.Figure:
+    """ROC-AUC of the projection onto ``v̂_L`` against layer ``L``, one colour per trait.
+
+    ``results`` is one :class:`~personalens.studies.layer_sweep.LayerSweepResult`, a list of them
+    (labelled by trait) or a ``{label: result}`` mapping, overlaid. Per trait, three traces in
+    this order: the bootstrap CI as a shaded band (omitted when the sweep has no CIs), the AUC
+    line, and a star on the best layer (also annotated ``L<best>: AUC``). A dashed line marks
+    chance (0.5). The y axis spans [0.4, 1] when every interval stays above 0.4, else [0, 1].
+    Hovering a point shows the layer, AUC, its CI and Cohen's d.
+    """
+    items = _sweep_items(results)
+    if not items:
+        raise ValueError("plot_layer_sweep needs at least one LayerSweepResult")
+    fig = go.Figure()
+    lowest = 1.0
+    for i, (label, result) in enumerate(items):
+        lows = _add_auc_traces(fig, i, label, result, variant, several=len(items) > 1)
+        lowest = min([lowest, *lows])
+    fig.add_hline(
+        y=0.5,
+        line={"color": "grey", "width": 1, "dash": "dash"},
+        annotation_text="chance",
+        annotation_position="bottom right",
+    )
+    bottom = 0.4 if lowest >= 0.4 else 0.0
+    if title is None:
+        title = _sweep_title(items, variant)
+    fig.update_layout(
+        title={"text": title},
+        xaxis={"title": {"text": LAYER_AXIS_TITLE}, "dtick": 1},
+        yaxis={"title": {"text": "ROC-AUC, pos vs neg projection"}, "range": [bottom, 1.03]},
+        legend={"title": {"text": "trait"}},
+        hovermode="closest",
+        template="plotly_white",
+    )
+    return fig
+
+
+def _sweep_title(items: list[tuple[str, LayerSweepResult]], variant: str) -> str:
+    """The default title of :func:`plot_layer_sweep`: the traits, the variant and the model."""
+    first = items[0][1]
+    traits = ", ".join(label for label, _ in items)
+    title = f"Layer sweep: {traits} ({variant}, {first.model})"
+    if first.evaluated_on and len(items) == 1:
+        title += f"<br><sup>evaluated on {first.evaluated_on}</sup>"
+    return title
+
+
+def _add_auc_traces(
+    fig: go.Figure, i: int, label: str, result: LayerSweepResult, variant: str, *, several: bool
+) -> list[float]:
+    """Add one trait's CI band, AUC line and best-layer star (colour ``i``) to ``fig``.
+
+    Returns the values the y range must show: the lower CI ends, or the AUCs without CIs.
+    """
+    m = result[variant]
+    color = _palette(i)
+    layers = list(m.layers)
+    has_ci = m.auc_ci is not None
+    if has_ci:
+        lo, hi = _ci_bounds(m.auc_ci)
+    else:
+        lo = hi = [float("nan")] * len(layers)
+    ci_text = f"{result.ci:.0%} CI" if has_ci else "no CI"
+    if has_ci:
+        fig.add_trace(_ci_band(layers, lo, hi, color, f"{label} {ci_text}", legendgroup=label))
+    ci_hover = " [%{customdata[0]:.3f}, %{customdata[1]:.3f}]" if has_ci else ""
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=list(m.auc),
+            customdata=[[a, b, d] for a, b, d in zip(lo, hi, m.cohens_d)],
+            mode="lines+markers",
+            name=label,
+            legendgroup=label,
+            line={"color": color},
+            hovertemplate=f"<b>{label}</b><br>layer %{{x}}<br>AUC %{{y:.3f}}{ci_hover}"
+            + (f" ({ci_text})" if has_ci else "")
+            + "<br>Cohen's d %{customdata[2]:.2f}<extra></extra>",
+        )
+    )
+    best = m.best_layer()
+    _mark_best_layer(fig, i, label, color, best, m.auc[layers.index(best)], several=several)
+    return [x for x in (lo if has_ci else m.auc) if x == x]
+
+
+def _mark_best_layer(
+    fig: go.Figure, i: int, label: str, color: str, best: int, auc: float, *, several: bool
+) -> None:
+    """A star on the best layer of one trait, with an annotation (trait and AUC if ``several``)."""
+    fig.add_trace(
+        go.Scatter(
+            x=[best],
+            y=[auc],
+            mode="markers",
+            marker={
+                "symbol": "star",
+                "size": 16,
+                "color": color,
+                "line": {"color": "black", "width": 1},
+            },
+            name=f"{label} best layer",
+            legendgroup=label,
+            showlegend=False,
+            hovertemplate=f"<b>{label}</b>: best layer %{{x}}<br>AUC %{{y:.3f}}<extra></extra>",
+        )
+    )
+    fig.add_annotation(
+        x=best,
+        y=auc,
+        text=f"{label}: L{best}, AUC {auc:.2f}" if several else f"L{best}",
+        showarrow=True,
+        arrowhead=2,
+        ax=0,
+        ay=-28 - 18 * i,
+        font={"color": color},
+    )
+
+
+def plot_layer_separation(
+    result: LayerSweepResult, variant: str = "response_avg", *, title: str | None = None
+) -> go.Figure:
+    """Separation (mean pos − mean neg projection, with its bootstrap CI band; top) and
+    Cohen's d (bottom) against layer, the best layer (by AUC) marked by a dotted line."""
+    m = result[variant]
+    layers = list(m.layers)
+    color = _palette(0)
+    fig = _two_panels(("separation (mean pos − mean neg projection)", "Cohen's d"))
+    if m.separation_ci is not None:
+        lo, hi = _ci_bounds(m.separation_ci)
+        fig.add_trace(_ci_band(layers, lo, hi, color, f"{result.ci:.0%} CI"), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=list(m.separation),
+            mode="lines+markers",
+            name="separation",
+            line={"color": color},
+            hovertemplate="layer %{x}<br>separation %{y:.3g}<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=layers,
+            y=list(m.cohens_d),
+            mode="lines+markers",
+            name="Cohen's d",
+            line={"color": _palette(1)},
+            hovertemplate="layer %{x}<br>Cohen's d %{y:.2f}<extra></extra>",
+        ),
+        row=2,
+        col=1,
+    )
+    fig.add_vline(x=m.best_layer(), line={"color": "grey", "width": 1, "dash": "dot"})
+    fig.update_xaxes(title_text=LAYER_AXIS_TITLE, row=2, col=1)
+    fig.update_layout(
+        title={"text": title or f"Separation by layer: {result.trait} ({variant})"},
+        template="plotly_white",
+        height=620,
+    )
+    return fig

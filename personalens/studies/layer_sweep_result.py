@@ -1,0 +1,252 @@
+"""The result of a layer sweep: per-layer metrics of each activation variant, saved as JSON.
+
+:class:`LayerMetrics` holds one variant's AUC, separation, Cohen's d and variances per layer
+(with bootstrap CIs); :class:`LayerSweepResult` one trait's metrics per variant, with
+``best_layer()``, ``to_frame()`` and ``save()``/``load()`` (format ``personalens.layer_sweep``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from personalens.errors import PersonaLensError
+from personalens.results import Result, json_safe
+
+FORMAT = "personalens.layer_sweep"
+VERSION = 1
+Interval = tuple[float, float]
+_PER_LAYER = ("auc", "separation", "cohens_d", "var_pos", "var_neg")
+_INTERVALS = ("auc_ci", "separation_ci")
+
+
+@dataclass(frozen=True)
+class LayerMetrics(Result):
+    """Per-layer metrics of one variant; every tuple has one entry per layer in ``layers``.
+
+    The CIs are ``(low, high)`` percentile bootstrap intervals, ``None`` when ``n_boot`` was 0.
+    NaN marks a metric that is undefined (e.g. Cohen's d with zero pooled variance).
+    """
+
+    layers: tuple[int, ...]
+    auc: tuple[float, ...]
+    auc_ci: tuple[Interval, ...] | None
+    separation: tuple[float, ...]
+    separation_ci: tuple[Interval, ...] | None
+    cohens_d: tuple[float, ...]
+    var_pos: tuple[float, ...]
+    var_neg: tuple[float, ...]
+    n_pos: int
+    n_neg: int
+
+    def best_layer(self) -> int:
+        """The layer with the highest AUC; ties go to the larger Cohen's d, then the lower layer.
+
+        Cohen's d (not the raw separation) breaks ties because it is scale-free: the raw
+        separation grows with depth along with the residual norm, and late layers would win
+        every tie. NaN metrics lose to any number.
+        """
+
+        def key(i: int) -> tuple[float, float, int]:
+            return (_or_neg_inf(self.auc[i]), _or_neg_inf(self.cohens_d[i]), -self.layers[i])
+
+        return self.layers[max(range(len(self.layers)), key=key)]
+
+    def at(self, layer: int) -> dict[str, Any]:
+        """Every metric at ``layer`` as a dict (``layer``, ``auc``, ``auc_ci``, ...)."""
+        if layer not in self.layers:
+            raise PersonaLensError(
+                f"layer {layer} was not swept; the sweep has {list(self.layers)}"
+            )
+        i = self.layers.index(layer)
+        return {
+            "layer": layer,
+            "auc": self.auc[i],
+            "auc_ci": None if self.auc_ci is None else self.auc_ci[i],
+            "separation": self.separation[i],
+            "separation_ci": None if self.separation_ci is None else self.separation_ci[i],
+            "cohens_d": self.cohens_d[i],
+            "var_pos": self.var_pos[i],
+            "var_neg": self.var_neg[i],
+            "n_pos": self.n_pos,
+            "n_neg": self.n_neg,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields (per-layer lists first, then the intervals) and ``best_layer``."""
+        out: dict[str, Any] = {"layers": list(self.layers)}
+        out.update({name: json_safe(getattr(self, name)) for name in _PER_LAYER + _INTERVALS})
+        out["n_pos"], out["n_neg"] = self.n_pos, self.n_neg
+        out["best_layer"] = self.best_layer()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerMetrics:
+        def floats(name: str) -> tuple[float, ...]:
+            return tuple(_from_json_float(x) for x in data[name])
+
+        def intervals(name: str) -> tuple[Interval, ...] | None:
+            if data.get(name) is None:
+                return None
+            return tuple((_from_json_float(lo), _from_json_float(hi)) for lo, hi in data[name])
+
+        return cls(
+            layers=tuple(int(x) for x in data["layers"]),
+            **{name: floats(name) for name in _PER_LAYER},
+            **{name: intervals(name) for name in _INTERVALS},
+            n_pos=int(data["n_pos"]),
+            n_neg=int(data["n_neg"]),
+        )
+
+
+@dataclass(frozen=True)
+class LayerSweepResult(Result):
+    """A layer sweep of one trait: :class:`LayerMetrics` per activation variant.
+
+    ``result["response_avg"]`` is that variant's metrics; ``result.variants`` lists them.
+    ``evaluated_on`` says which samples were projected (e.g. ``"kept held-out pairs"``).
+    """
+
+    trait: str
+    model: str
+    metrics: dict[str, LayerMetrics]
+    split: str = "heldout"
+    evaluated_on: str = ""
+    n_boot: int = 1000
+    ci: float = 0.95
+    seed: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.metrics:
+            raise PersonaLensError("a LayerSweepResult needs metrics for at least one variant")
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(self.metrics)
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return next(iter(self.metrics.values())).layers
+
+    def __getitem__(self, variant: str) -> LayerMetrics:
+        if variant not in self.metrics:
+            raise PersonaLensError(
+                f"variant {variant!r} is not in this sweep; it has {list(self.metrics)}"
+            )
+        return self.metrics[variant]
+
+    def best_layer(self, variant: str = "response_avg") -> int:
+        """Highest-AUC layer of ``variant``; ties go to the larger Cohen's d, then the lower
+        layer (see :meth:`LayerMetrics.best_layer`). This can differ from an extraction run's
+        recorded ``best_layer``, which breaks ties by the lower layer only."""
+        return self[variant].best_layer()
+
+    def best(self, variant: str = "response_avg") -> dict[str, Any]:
+        """All metrics at :meth:`best_layer` (``layer``, ``auc``, ``auc_ci``, ``cohens_d``, ...)."""
+        return self[variant].at(self.best_layer(variant))
+
+    def frame_records(self) -> list[dict[str, Any]]:
+        """Rows of :meth:`to_frame`, one per (variant, layer): ``trait, variant, layer, auc,
+        auc_low, auc_high, separation, separation_low, separation_high, cohens_d, var_pos,
+        var_neg, n_pos, n_neg, best`` (``best``: this is the variant's best layer)."""
+        rows = []
+        nan_ci = (math.nan, math.nan)
+        for variant, m in self.metrics.items():
+            best = m.best_layer()
+            for i, layer in enumerate(m.layers):
+                auc_ci = m.auc_ci[i] if m.auc_ci is not None else nan_ci
+                sep_ci = m.separation_ci[i] if m.separation_ci is not None else nan_ci
+                rows.append(
+                    {
+                        "trait": self.trait,
+                        "variant": variant,
+                        "layer": layer,
+                        "auc": m.auc[i],
+                        "auc_low": auc_ci[0],
+                        "auc_high": auc_ci[1],
+                        "separation": m.separation[i],
+                        "separation_low": sep_ci[0],
+                        "separation_high": sep_ci[1],
+                        "cohens_d": m.cohens_d[i],
+                        "var_pos": m.var_pos[i],
+                        "var_neg": m.var_neg[i],
+                        "n_pos": m.n_pos,
+                        "n_neg": m.n_neg,
+                        "best": layer == best,
+                    }
+                )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes ``None``); :meth:`from_dict` inverts it exactly."""
+        return json_safe(
+            {
+                "format": FORMAT,
+                "version": VERSION,
+                "trait": self.trait,
+                "model": self.model,
+                "split": self.split,
+                "evaluated_on": self.evaluated_on,
+                "n_boot": self.n_boot,
+                "ci": self.ci,
+                "seed": self.seed,
+                "best_layer": {v: m.best_layer() for v, m in self.metrics.items()},
+                "variants": {v: m.to_dict() for v, m in self.metrics.items()},
+                "metadata": self.metadata,
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerSweepResult:
+        if data.get("format") != FORMAT:
+            raise PersonaLensError(
+                f"not a personalens layer sweep (format {data.get('format')!r}, "
+                f"expected {FORMAT!r})"
+            )
+        if int(data.get("version", 0)) > VERSION:
+            raise PersonaLensError(
+                f"layer sweep format version {data['version']} is newer than this personalens "
+                f"reads ({VERSION}); upgrade personalens"
+            )
+        return cls(
+            trait=data["trait"],
+            model=data["model"],
+            metrics={v: LayerMetrics.from_dict(m) for v, m in data["variants"].items()},
+            split=data.get("split", "heldout"),
+            evaluated_on=data.get("evaluated_on", ""),
+            n_boot=int(data.get("n_boot", 0)),
+            ci=float(data.get("ci", 0.95)),
+            seed=int(data.get("seed", 0)),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> LayerSweepResult:
+        path = Path(path)
+        if not path.is_file():
+            raise PersonaLensError(f"no layer sweep file at {path}")
+        return cls.from_dict(json.loads(path.read_text()))
+
+    def __repr__(self) -> str:
+        best = ", ".join(
+            f"{v}: L{m.best_layer()} AUC {m.auc[m.layers.index(m.best_layer())]:.3f}"
+            for v, m in self.metrics.items()
+        )
+        return (
+            f"LayerSweepResult(trait={self.trait!r}, model={self.model!r}, "
+            f"n_layers={len(self.layers)}, split={self.split!r}, best: {best})"
+        )
+
+
+def _from_json_float(x: float | int | None) -> float:
+    return math.nan if x is None else float(x)
+
+
+def _or_neg_inf(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
