@@ -248,9 +248,12 @@ def _view(model: HookedTransformer) -> _View:
     if cached is not None and cached.key == _storage_key(model):
         return cached
     _require_supported(model)
-    # a no-op for models from load_model; hand-built models get the layout (values unchanged)
-    fast_weight_layout(model)
-    view = _View(_storage_key(model), _build(model))
+    # Built outside inference mode: a first call often comes from an inference_mode function,
+    # and the re-laid-out weights (and the view's buffers) must stay usable for training.
+    with torch.inference_mode(False), torch.no_grad():
+        # a no-op for models from load_model; hand-built models get the layout (values unchanged)
+        fast_weight_layout(model)
+        view = _View(_storage_key(model), _build(model))
     model.__dict__[_VIEW_ATTR] = view  # a plain attribute: not a submodule, not in state_dict
     return view
 

@@ -148,7 +148,7 @@ def extract(
     run_dir: str | Path | None = None,
     progress: bool = True,
     *,
-    backend: str = "tl",
+    backend: str = "auto",
     shard: Shard | str | None = None,
 ) -> ExtractionResult:
     """All stages; with ``run_dir`` the run is resumable and writes its artifacts there.

@@ -40,7 +40,7 @@ def generate_responses(
     run_dir: str | Path | None = None,
     progress: bool = True,
     *,
-    backend: str = "tl",
+    backend: str = "auto",
     shard: Shard | str | None = None,
 ) -> list[dict[str, Any]]:
     """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl.

@@ -39,7 +39,7 @@ def collect_run_activations(
     run_dir: str | Path | None = None,
     progress: bool = True,
     *,
-    backend: str = "tl",
+    backend: str = "auto",
     shard: Shard | str | None = None,
 ) -> dict[str, ActivationSet]:
     """Summaries for each record (by key), in fixed chunks saved as atomic safetensors shards.

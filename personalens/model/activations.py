@@ -104,7 +104,7 @@ def summarize_batch(
     response_ids: Sequence[Sequence[int]],
     layers: Sequence[int],
     *,
-    backend: str = "tl",
+    backend: str = "auto",
 ) -> ActivationSet:
     """Summaries for one batch of tokenised (prompt, response) pairs (``backend``: "tl", "hf"
     or "auto", as in :func:`collect_activations`)."""
@@ -144,7 +144,7 @@ def collect_activations(
     layers: Sequence[int] | None = None,
     batch_size: int = 16,
     progress: bool | None = None,
-    backend: str = "tl",
+    backend: str = "auto",
 ) -> ActivationSet:
     """Residual summaries at every layer (or ``layers``) for each (prompt, response) pair.
 

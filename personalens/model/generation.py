@@ -175,7 +175,7 @@ def _generate_batch(
     config: GenerationConfig,
     stops: Tensor,
     pad: int,
-    backend: str = "tl",
+    backend: str = "auto",
     compile: bool = False,
 ) -> tuple[list[list[int]], list[str]]:
     device = model.cfg.device
@@ -219,7 +219,7 @@ def generate(
     config: GenerationConfig | None = None,
     *,
     system: str | None = None,
-    backend: str = "tl",
+    backend: str = "auto",
     compile: bool = False,
     **overrides: Any,
 ) -> GenerationResult:
@@ -234,10 +234,11 @@ def generate(
         prompts: user strings (with ``system`` prepended when given) or full conversations.
         config: a :class:`GenerationConfig`; keyword ``overrides`` replace its fields
             (``generate(model, ps, max_new_tokens=64, temperature=1.0, n=5)``).
-        backend: ``"tl"`` (TransformerLens; runs any hook), ``"hf"`` (a Hugging Face model
-            sharing the weights, faster; applies personalens steering exactly and refuses
-            other hooks; Llama-style models only) or ``"auto"`` (``"hf"`` when that is exact
-            for this model and its hooks, else ``"tl"``). See :mod:`personalens.engines.hf`.
+        backend: ``"auto"`` (default: ``"hf"`` when that computes what TransformerLens would
+            for this model and its hooks, else ``"tl"``), ``"tl"`` (TransformerLens; runs any
+            hook) or ``"hf"`` (a Hugging Face model sharing the weights, faster; applies
+            personalens steering exactly and refuses other hooks; Llama-style models only).
+            See :mod:`personalens.engines.hf`.
         compile: with ``backend="hf"`` on CUDA, a static KV cache and a decode step compiled
             with ``torch.compile(mode="reduce-overhead")``; pays off for long jobs.
 
@@ -258,7 +259,7 @@ def generate_samples(
     sample_indices: Sequence[int],
     config: GenerationConfig | None = None,
     *,
-    backend: str = "tl",
+    backend: str = "auto",
     compile: bool = False,
 ) -> GenerationResult:
     """Generate one chosen sample per conversation: reply number ``sample_indices[i]`` of
@@ -285,7 +286,7 @@ def _run_jobs(
     jobs: list[tuple[int, int]],
     config: GenerationConfig,
     *,
-    backend: str = "tl",
+    backend: str = "auto",
     compile: bool = False,
 ) -> GenerationResult:
     """Generate (conversation index, sample index) jobs; results come back in ``jobs`` order."""

@@ -78,7 +78,7 @@ def screen(
     batch_size: int = 16,
     name: str | None = None,
     progress: bool = True,
-    backend: str = "tl",
+    backend: str = "auto",
     shard: Shard | str | None = None,
 ) -> ScreeningResult:
     """ΔP of every sample of ``data`` (see the module docstring).

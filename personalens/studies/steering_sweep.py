@@ -126,7 +126,7 @@ def steering_sweep(
     reference: Sequence[Any] | None = None,
     out: str | Path | None = None,
     progress: bool = True,
-    backend: str = "tl",
+    backend: str = "auto",
     shard: Shard | str | None = None,
 ) -> SteeringSweepResult:
     """Generate and judge under every (layer, coeff); see the module docstring.

@@ -1,7 +1,9 @@
 """Behaviour pin: a persona vector and a steered generation against values stored before the
 package was restructured (issue 17), so a move that changes behaviour fails here.
 
-The stored run directory (``tests/data/pin/run``) holds the replies and judge scores of a small
+Both are pinned on the TransformerLens path (``backend="tl"``, the default when they were
+recorded); the default ``backend="auto"`` vector is checked against the same values within fp32
+noise. The stored run directory (``tests/data/pin/run``) holds the replies and judge scores of a small
 extraction on the embedded model; rerunning :func:`extract` on it recomputes only the
 activations and the vector, which must equal the stored vector. The steered generation is pinned
 twice: teacher-forced log-probabilities of the stored steered tokens (every position steered), and
@@ -54,7 +56,7 @@ TRAIT = {
 CONFIG = dict(max_new_tokens=12, threshold=50.0, coherence_threshold=0.0, generation_batch_size=8)
 
 
-def _extract(model, run_dir: Path):
+def _extract(model, run_dir: Path, backend: str = "tl"):
     import personalens as pl
     from personalens.extraction.config import ExtractionConfig
     from personalens.extraction.pipeline import extract
@@ -62,14 +64,15 @@ def _extract(model, run_dir: Path):
 
     trait = parse_trait(TRAIT, name="evil_pin")
     judge = pl.make_judge("offline")
-    return extract(model, trait, judge, ExtractionConfig(**CONFIG), run_dir=run_dir, progress=False)
+    config = ExtractionConfig(**CONFIG)
+    return extract(model, trait, judge, config, run_dir=run_dir, progress=False, backend=backend)
 
 
 def _steered_generation(model, vector):
     import personalens as pl
 
     with pl.steer(model, vector, STEER_COEFF, layers=[STEER_LAYER], positions="all"):
-        return pl.generate(model, PROMPTS, max_new_tokens=NEW_TOKENS)
+        return pl.generate(model, PROMPTS, max_new_tokens=NEW_TOKENS, backend="tl")
 
 
 def _teacher_forced(model, vector, prompt_tokens, response_tokens):
@@ -100,6 +103,11 @@ def test_vector_and_steered_generation_match_the_pin(embedded_model, tmp_path):
     for key in ("layer_auc", "n_pos", "n_neg", "best_layer"):
         assert result.summary[key] == summary[key], key
     torch.testing.assert_close(result.vector.directions, stored["vector"], rtol=1e-4, atol=1e-6)
+    # the default engine (backend="auto": the HF engine on this model) agrees within fp32
+    # reordering noise; its summary is the same
+    auto = _extract(embedded_model, shutil.copytree(PIN / "run", tmp_path / "auto"), "auto")
+    torch.testing.assert_close(auto.vector.directions, stored["vector"], rtol=1e-3, atol=1e-4)
+    assert auto.summary["best_layer"] == summary["best_layer"]
 
     vector = PersonaVector.load(run / "vector")
     gen = _steered_generation(embedded_model, vector)
@@ -115,7 +123,7 @@ def test_vector_and_steered_generation_match_the_pin(embedded_model, tmp_path):
     # steering really acted: the steered tokens differ from the unsteered ones
     import personalens as pl
 
-    plain = pl.generate(embedded_model, PROMPTS, max_new_tokens=NEW_TOKENS)
+    plain = pl.generate(embedded_model, PROMPTS, max_new_tokens=NEW_TOKENS, backend="tl")
     assert plain.response_tokens != pinned["response_tokens"]
 
 

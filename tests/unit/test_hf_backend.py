@@ -180,7 +180,7 @@ def test_bad_backend_arguments(tiny_llama):
     with pytest.raises(PersonaLensError, match="unknown backend"):
         generate(tiny_llama, PROMPTS[:1], max_new_tokens=2, backend="vllm")
     with pytest.raises(PersonaLensError, match="backend='hf'"):
-        generate(tiny_llama, PROMPTS[:1], max_new_tokens=2, compile=True)
+        generate(tiny_llama, PROMPTS[:1], max_new_tokens=2, compile=True, backend="tl")
     with pytest.raises(PersonaLensError, match="unknown backend"):
         collect_activations(tiny_llama, PROMPTS[:1], RESPONSES[:1], backend="x")
 

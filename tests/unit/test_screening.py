@@ -203,13 +203,16 @@ def test_delta_p_equals_a_direct_computation(tiny_model):
 
 
 def test_own_reply_planted_in_the_dataset_scores_exactly_zero(tiny_model):
+    # backend="tl": equality to the last bit across different batch compositions holds for
+    # TransformerLens's attention; the HF engine's SDPA pads differently (~1e-15 apart)
     vector = _vector(seed=3)
     rows = _rows()
-    first = screen(tiny_model, vector, rows, layer=2, generation=GEN, progress=False)
+    kw = dict(layer=2, generation=GEN, progress=False, backend="tl")
+    first = screen(tiny_model, vector, rows, **kw)
     planted = [
         {**r, "answer": first.model_responses[i]} if i % 2 == 0 else r for i, r in enumerate(rows)
     ]
-    res = screen(tiny_model, vector, planted, layer=2, generation=GEN, progress=False)
+    res = screen(tiny_model, vector, planted, **kw)
     for i in range(len(rows)):
         if i % 2 == 0:
             assert res.delta_p[i].item() == 0.0

@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from personalens.engines.hf import resolve_backend
 from personalens.errors import PersonaLensError
 from personalens.extraction.traits import Trait, load_trait
 from personalens.judges.base import Judge, judge_records
@@ -362,13 +363,16 @@ def _projected_shift(
                 f"than the model's context of {n_ctx}"
             )
     order = sorted(range(n), key=lambda i: -(len(p_ids[i]) + len(r_ids[i])))
+    # one engine for both models, so that the shift holds no engine-to-engine rounding
+    engines = {resolve_backend(m, "auto") for m in (base_model, finetuned_model)}
+    backend = "tl" if "tl" in engines else "hf"
     shift = {v: torch.full((n, len(sel)), math.nan, dtype=torch.float64) for v in VARIANTS}
     base = {v: torch.full((n, len(sel)), math.nan, dtype=torch.float64) for v in VARIANTS}
     for start in range(0, n, batch_size):
         chunk = order[start : start + batch_size]
         ps, rs = [p_ids[i] for i in chunk], [r_ids[i] for i in chunk]
-        a = summarize_batch(base_model, ps, rs, sel)
-        b = summarize_batch(finetuned_model, ps, rs, sel)
+        a = summarize_batch(base_model, ps, rs, sel, backend=backend)
+        b = summarize_batch(finetuned_model, ps, rs, sel, backend=backend)
         idx = torch.tensor(chunk)
         for v in VARIANTS:
             diff = (b.variant(v) - a.variant(v)).double()  # [chunk, n_sel, d_model]
