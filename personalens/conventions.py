@@ -20,7 +20,10 @@ model and in llama.cpp.
 
 from __future__ import annotations
 
-from personalens.errors import LayerError
+from collections.abc import Sequence
+from typing import Any
+
+from personalens.errors import LayerError, PersonaLensError
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 LAYER_CONVENTION = "resid_post"
@@ -57,3 +60,32 @@ def check_layer(layer: int, n_layers: int) -> int:
             f"(layer L is {HOOK_TEMPLATE}); pass a layer in that range."
         )
     return resolved
+
+
+def select_layers(
+    layers: int | Sequence[Any] | str | None, n_layers: int, *, unique: bool = False
+) -> tuple[int, ...]:
+    """The one layer resolver: a ``layers`` argument as valid layer indices, in the given order.
+
+    ``None`` or ``"all"``: every layer ``0 .. n_layers-1`` (a caller with another default, such
+    as steering's "the vector's best layer", resolves ``None`` first); an int or a sequence of
+    ints (0-d tensors too), negative counting from the end (:func:`check_layer`). With
+    ``unique``, a layer named twice is an error. Another string or an empty sequence raises
+    :class:`~personalens.errors.PersonaLensError`, a layer out of range
+    :class:`~personalens.errors.LayerError`.
+    """
+    if layers is None or (isinstance(layers, str) and layers == "all"):
+        return tuple(range(n_layers))
+    if isinstance(layers, str):
+        raise PersonaLensError(f"layers={layers!r}: give an int, a list of ints, 'all' or None")
+    if isinstance(layers, int):
+        layers = [layers]
+    out = tuple(check_layer(L.item() if hasattr(L, "item") else L, n_layers) for L in layers)
+    if not out:
+        raise PersonaLensError("layers is empty: give at least one layer, or None for all")
+    if unique and len(set(out)) != len(out):
+        raise PersonaLensError(
+            f"layers {list(out)} name a layer twice (negative indices count from the end); "
+            "list each layer once"
+        )
+    return out

@@ -17,13 +17,16 @@ VECTOR_HELP = (
 
 
 def add_command(
-    sub, name: str, *, help: str, old_names: tuple[str, ...] = ()
+    sub, name: str, *, help: str, old_names: tuple[str, ...] = (), model: bool = False
 ) -> argparse.ArgumentParser:
-    """The parser of command ``name``. Each of its ``old_names`` (an earlier spelling) still runs
-    the command, so old scripts keep working, but only ``name`` is listed in the help."""
+    """The parser of command ``name`` (with the model arguments when ``model``). Each of its
+    ``old_names`` (an earlier spelling) still runs the command, so old scripts keep working, but
+    only ``name`` is listed in the help."""
     p = sub.add_parser(name, help=help)
     for old in old_names:
         sub.choices[old] = p  # what argparse's aliases= does, minus the listing
+    if model:
+        add_model_args(p)
     return p
 
 

@@ -81,9 +81,8 @@ def cmd_traits_new(args: argparse.Namespace) -> int:
 
 def add_extract_parser(sub) -> None:
     p = common.add_command(
-        sub, "extract", help="extract a persona vector into a resumable run directory"
+        sub, "extract", help="extract a persona vector into a resumable run directory", model=True
     )
-    common.add_model_args(p)
     common.add_backend_arg(p)
     p.add_argument("--trait", default=None, help="a shipped trait name (see `personalens traits`)")
     p.add_argument("--trait-file", default=None, help="a trait JSON file")

@@ -21,8 +21,9 @@ CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (new syste
 
 
 def add_info_parser(sub) -> None:
-    p = common.add_command(sub, "info", help="print the model's shape and hook convention as JSON")
-    common.add_model_args(p)
+    p = common.add_command(
+        sub, "info", help="print the model's shape and hook convention as JSON", model=True
+    )
     p.set_defaults(func=cmd_info)
 
 
@@ -37,8 +38,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def add_chat_parser(sub) -> None:
-    p = common.add_command(sub, "chat", help="chat with the model (reads stdin; works from a pipe)")
-    common.add_model_args(p)
+    p = common.add_command(
+        sub, "chat", help="chat with the model (reads stdin; works from a pipe)", model=True
+    )
     p.add_argument("--system", default=None, help="system prompt")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

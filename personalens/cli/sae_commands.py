@@ -18,14 +18,14 @@ from personalens.errors import PersonaLensError
 PRINTED_COLUMNS = "layer direction rank feature cosine attribution attribution_samples".split()
 
 
+DECOMPOSE_HELP = (
+    "top-k SAE features of a persona vector by decoder cosine (JSON, CSV, HTML), "
+    "with activation attributions and top-activating contexts"
+)
+
+
 def add_decompose_parser(sub) -> None:
-    p = common.add_command(
-        sub,
-        "decompose",
-        help="top-k SAE features of a persona vector by decoder cosine (JSON, CSV, HTML), "
-        "with activation attributions and top-activating contexts",
-    )
-    common.add_model_args(p)
+    p = common.add_command(sub, "decompose", help=DECOMPOSE_HELP, model=True)
     p.add_argument(
         "--vector",
         required=True,

@@ -21,9 +21,8 @@ from personalens.cli import common
 
 def add_steer_parser(sub) -> None:
     p = common.add_command(
-        sub, "steer", help="print unsteered and steered completions side by side"
+        sub, "steer", help="print unsteered and steered completions side by side", model=True
     )
-    common.add_model_args(p)
     common.add_backend_arg(p)
     common.add_steering_args(p, required=True)
     p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
@@ -91,8 +90,8 @@ def add_steering_sweep_parser(sub) -> None:
         "steering-sweep",
         help="steer at every (layer, coeff), judge trait and coherence; write table and figures",
         old_names=("sweep-steer",),
+        model=True,
     )
-    common.add_model_args(p)
     common.add_backend_arg(p)
     common.add_steering_args(p, required=True, sweep=True)
     p.add_argument(

@@ -17,14 +17,14 @@ from personalens.errors import PersonaLensError
 # ----------------------------------------------------------------------------- screening (ΔP)
 
 
+SCREEN_HELP = (
+    "score dataset samples by projection difference ΔP (dataset reply minus the "
+    "model's own, on the persona vector); resumable"
+)
+
+
 def add_screen_parser(sub) -> None:
-    p = common.add_command(
-        sub,
-        "screen",
-        help="score dataset samples by projection difference ΔP (dataset reply minus the "
-        "model's own, on the persona vector); resumable",
-    )
-    common.add_model_args(p)
+    p = common.add_command(sub, "screen", help=SCREEN_HELP, model=True)
     common.add_backend_arg(p)
     p.add_argument("--vector", required=True, help=common.VECTOR_HELP)
     p.add_argument(
@@ -117,14 +117,14 @@ def _write_screening(results: dict, dirs: list[Path], out: Path) -> None:
 # ----------------------------------------------------------------------------- questionnaires
 
 
+QUESTIONNAIRE_HELP = (
+    "answer a Likert questionnaire (default: the shipped Big Five items) and print "
+    "per-dimension scores as one JSON object"
+)
+
+
 def add_questionnaire_parser(sub) -> None:
-    p = common.add_command(
-        sub,
-        "questionnaire",
-        help="answer a Likert questionnaire (default: the shipped Big Five items) and print "
-        "per-dimension scores as one JSON object",
-    )
-    common.add_model_args(p)
+    p = common.add_command(sub, "questionnaire", help=QUESTIONNAIRE_HELP, model=True)
     p.add_argument("--file", default=None, help="a questionnaire JSON file")
     p.add_argument("--name", default=None, help="a shipped questionnaire (default: big_five)")
     p.add_argument("--system", default=None, help="system prompt for every item")

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from personalens._types import LayerDirections
-from personalens.conventions import check_layer
+from personalens.conventions import check_layer, select_layers
 from personalens.errors import PersonaLensError
 from personalens.vectors.vector import PersonaVector
 
@@ -58,18 +58,7 @@ def resolve_layers(model: HookedTransformer, vector: Any, layers: LayerSpec) -> 
                 "records no best_layer to default to"
             )
         layers = [int(best)]
-    if isinstance(layers, str):
-        if layers != "all":
-            raise PersonaLensError(f"layers={layers!r}: use an int, a list of ints, or 'all'")
-        return list(range(n_layers))
-    if isinstance(layers, int):
-        layers = [layers]
-    resolved = [check_layer(int(L) if isinstance(L, Tensor) else L, n_layers) for L in layers]
-    if not resolved:
-        raise PersonaLensError("layers is empty: give at least one layer")
-    if len(set(resolved)) != len(resolved):
-        raise PersonaLensError(f"layers {list(layers)} name a layer twice")
-    return resolved
+    return list(select_layers(layers, n_layers, unique=True))
 
 
 def per_layer(name: str, value: PerLayer | None, layers: list[int], n_layers: int) -> list:

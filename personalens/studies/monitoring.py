@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from personalens.conventions import hook_name
+from personalens.conventions import hook_name, select_layers
 from personalens.errors import PersonaLensError
 from personalens.model.activations import summarize_batch
 from personalens.model.chat import (
@@ -42,7 +42,7 @@ from personalens.model.chat import (
 )
 from personalens.model.generation import generate as _generate
 from personalens.results import Result
-from personalens.studies.layer_selection import select_layers, vector_layer
+from personalens.studies.layer_selection import vector_layer
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer

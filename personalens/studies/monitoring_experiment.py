@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from personalens._io import atomic_write_json, digest
+from personalens.conventions import select_layers
 from personalens.errors import PersonaLensError
 from personalens.extraction.traits import Trait
 from personalens.judges.base import Judge, judge_records
@@ -44,7 +45,7 @@ from personalens.model.generation import GenerationConfig, generate_samples
 from personalens.results import json_safe
 from personalens.runs.resume import run_resumable
 from personalens.runs.run_dir import open_run_dir
-from personalens.studies.layer_selection import select_layers, vector_layer
+from personalens.studies.layer_selection import vector_layer
 from personalens.studies.monitoring import last_prompt_projection
 from personalens.studies.monitoring_conditions import MonitorCondition
 from personalens.studies.monitoring_result import MonitoringResult

@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from personalens.conventions import check_layer
+from personalens.conventions import select_layers
 from personalens.errors import PersonaLensError
 from personalens.results import Result
 from personalens.vectors.arithmetic import _algebra_result, check_same_space
@@ -76,7 +76,7 @@ def normalize(v: PersonaVector, *, layers: Sequence[int] | None = None) -> Perso
         out = v.unit()
         assert isinstance(out, PersonaVector)
         return out
-    selected = _resolve_layers(layers, v.n_layers, "normalize")
+    selected = list(select_layers(layers, v.n_layers, unique=True))
     directions = v.directions.clone()
     directions[selected] = unit_rows(directions[selected])
     return v.replace(
@@ -294,11 +294,7 @@ def cosine_matrix(
     vectors = list(vectors)
     _check_all_same_space(vectors, "cosine_matrix", [f"vectors[{i}]" for i in range(len(vectors))])
     n_layers = vectors[0].n_layers
-    selected = (
-        list(range(n_layers))
-        if layers is None
-        else _resolve_layers(layers, n_layers, "cosine_matrix")
-    )
+    selected = list(select_layers(layers, n_layers, unique=True))
     labels = _default_names(vectors) if names is None else _check_names(names, len(vectors))
     stack = torch.stack([v.directions[selected] for v in vectors], dim=1).double()
     return CosineMatrix(values=_cosines(stack).float(), layers=selected, names=labels)
@@ -330,20 +326,6 @@ def _check_all_same_space(
             raise PersonaLensError(
                 f"{func}: {labels[0]} and {label} are not in the same space. {exc}"
             ) from None
-
-
-def _resolve_layers(layers: Sequence[int], n_layers: int, func: str) -> list[int]:
-    if isinstance(layers, int):
-        raise TypeError(f"{func}: layers must be a sequence of ints, e.g. [{layers}]; got an int.")
-    resolved = [check_layer(layer, n_layers) for layer in layers]
-    if not resolved:
-        raise PersonaLensError(f"{func}: layers is empty; pass None for all layers.")
-    if len(set(resolved)) != len(resolved):
-        raise PersonaLensError(
-            f"{func}: layers {list(layers)} name some layer twice (as {resolved}); list each "
-            "layer once."
-        )
-    return resolved
 
 
 def _default_names(vectors: Sequence[PersonaVector]) -> list[str]:

@@ -34,6 +34,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from personalens.conventions import select_layers
 from personalens.engines.hf import resolve_backend
 from personalens.errors import PersonaLensError
 from personalens.extraction.traits import Trait, load_trait
@@ -44,7 +45,6 @@ from personalens.model.chat import Message, as_conversation, encode_chat, encode
 from personalens.model.generation import GenerationConfig, generate
 from personalens.results import Result, json_safe
 from personalens.stats import nan_mean
-from personalens.studies.layer_selection import select_layers
 
 if TYPE_CHECKING:
     import pandas as pd
