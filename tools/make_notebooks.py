@@ -349,7 +349,7 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
         ),
         md(
             "One figure for several traits: every finished run under `runs/` is overlaid (CI band, best layer starred). "
-            "`personalens sweep --run runs/evil runs/outgoing ...` writes the same figure as a self-contained HTML file."
+            "`personalens layer-sweep --run runs/evil runs/outgoing ...` writes the same figure as a self-contained HTML file."
         ),
         code(
             'others = [p.parent for p in Path(run).parent.glob("*/summary.json") if p.parent != run]\n'
