@@ -45,8 +45,8 @@ _EXPORTS = {
     "make_judge": "personalens.judges.factory",
     "extract": "personalens.extraction.pipeline",
     "ExtractionConfig": "personalens.extraction.config",
-    "steer": "personalens.steering.steer",
-    "add_steering": "personalens.steering.steer",
+    "steer": "personalens.steering.hooks",
+    "add_steering": "personalens.steering.hooks",
     "steering_sweep": "personalens.studies.steering_sweep",
     "layer_sweep": "personalens.studies.layer_sweep",
     "screen": "personalens.studies.screening",
@@ -228,7 +228,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from personalens.model.load import load_model, model_info
     from personalens.sae.decompose import decompose
     from personalens.sae.load import load_sae
-    from personalens.steering.steer import add_steering, steer
+    from personalens.steering.hooks import add_steering, steer
     from personalens.studies.layer_sweep import layer_sweep
     from personalens.studies.screening import screen
     from personalens.studies.steering_sweep import steering_sweep

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from personalens.errors import PersonaLensError
+
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> Path:
     """Call ``write(tmp)`` on a new file beside ``path``, fsync it, then rename it over ``path``,
@@ -121,8 +123,6 @@ def check_run_config(path: Path, config: dict[str, Any], *, what: str, fix: str)
     :class:`~personalens.errors.PersonaLensError` naming every differing (nested) key, e.g.
     ``what="a screening run"``, ``fix="Resume with the same ..., or use a new --out directory."``.
     """
-    from personalens.errors import PersonaLensError
-
     new = json.loads(json.dumps(config))
     if not path.exists():
         atomic_write_json(path, new)

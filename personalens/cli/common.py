@@ -187,8 +187,8 @@ def steering_kwargs(args: argparse.Namespace) -> dict:
 def steering_from_args(model, args: argparse.Namespace, *, plan_only: bool = False):
     """The steering of ``--vector``, ``--coeff``, ``--layer`` ...: hooks on ``model`` (a handle to
     remove), or with ``plan_only`` the plan without hooks."""
+    from personalens.steering.hooks import add_steering
     from personalens.steering.plan import plan_steering
-    from personalens.steering.steer import add_steering
     from personalens.vectors.resolve import load_vector
 
     vector = load_vector(args.vector, model)

@@ -31,10 +31,10 @@ Design:
   Activation collection stops after the deepest layer it needs, like ``stop_at_layer``.
 * **Steering is translated, not reimplemented.** The backend reads the
   :class:`~personalens.steering.edits.LayerEdit` values attached to the TransformerLens model
-  (:func:`~personalens.steering.steer.attached_edits`: only those whose hook is still on its hook
+  (:func:`~personalens.steering.hooks.attached_edits`: only those whose hook is still on its hook
   point, in execution order) and registers a forward hook on HF decoder layer ``L`` (whose
   output *is* ``blocks.L.hook_resid_post``) running the same hook function as TransformerLens
-  (:func:`~personalens.steering.steer.make_steering_hook`, which applies the edit with
+  (:func:`~personalens.steering.hooks.make_steering_hook`, which applies the edit with
   :func:`~personalens.steering.edits.apply_edit`), fed by a
   :class:`~personalens.steering.edits.ForwardContext` holding the same padding mask and KV-cache
   length the TransformerLens pre-hook records. Modes, positions (``"prompt"``, ``"response"``,
@@ -68,13 +68,11 @@ from personalens.engines.hf_model import (
     unsupported_reasons,
 )
 from personalens.errors import PersonaLensError
+from personalens.steering.edits import ForwardContext
+from personalens.steering.hooks import attached_edits, foreign_hooks, make_steering_hook
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
-
-# The steering imports below are made when a function runs, not here: personalens.model's
-# package face imports this module (for backend="hf") and steering imports personalens.model,
-# so importing steering here would re-enter this half-loaded module.
 
 BACKENDS = ("tl", "hf", "auto")
 _STATIC_BUCKET = 256  # StaticCache lengths are rounded up to this, so few shapes get compiled
@@ -129,7 +127,6 @@ def auto_backend_blockers(model: HookedTransformer) -> list[str]:
     devices = {p.device for p in model.parameters()}
     if len(devices) > 1:
         reasons.append(f"is spread over {len(devices)} devices")
-    from personalens.steering.steer import foreign_hooks
 
     foreign = foreign_hooks(model)
     if foreign:
@@ -160,7 +157,6 @@ def attached_steering(model: HookedTransformer) -> list[tuple[Any, Any]]:
     ``model.hooks(...)``, backward hooks, torch hooks on its modules): the HF backend cannot run
     them and will not ignore them.
     """
-    from personalens.steering.steer import attached_edits, foreign_hooks
 
     foreign = foreign_hooks(model)
     if foreign:
@@ -193,8 +189,6 @@ class _Hooks:
     def __init__(
         self, model: HookedTransformer, hf: nn.Module, extra: Sequence[tuple[int, LayerHook]] = ()
     ) -> None:
-        from personalens.steering.edits import ForwardContext
-        from personalens.steering.steer import make_steering_hook
 
         self.ctx = ForwardContext()
         self.edits = [edit for edit, _ in attached_steering(model)]

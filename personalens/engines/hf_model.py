@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from personalens.errors import PersonaLensError
+from personalens.model.layout import fast_weight_layout
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -241,9 +242,6 @@ def _storage_key(model: HookedTransformer) -> tuple:
 
 
 def _view(model: HookedTransformer) -> _View:
-    # imported here: personalens.model's package face imports the engines (backend="hf")
-    from personalens.model.layout import fast_weight_layout
-
     cached = model.__dict__.get(_VIEW_ATTR)
     if cached is not None and cached.key == _storage_key(model):
         return cached

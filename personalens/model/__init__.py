@@ -1,22 +1,32 @@
-"""Model loading and running: load any model as a HookedTransformer, chat templates and batches, batched generation, residual-stream activations."""
+"""Model loading and running: load any model as a HookedTransformer, chat templates and batches,
+batched generation, residual-stream activations.
 
-from personalens.model.activations import ActivationSet, collect_activations
-from personalens.model.chat import (
-    ChatBatch,
-    build_messages,
-    format_chat,
-    tokenize_pairs,
-    tokenize_prompts,
-)
-from personalens.model.embedded import EMBEDDED_MODEL_NAME
-from personalens.model.generation import (
-    GenerationConfig,
-    GenerationResult,
-    generate,
-    generate_samples,
-)
-from personalens.model.load import load_model, model_info
+Lazy like the top-level package: ``personalens.model.chat`` can be imported by the engines and
+steering without loading generation (which imports them back); each name below is imported on
+first use. (No name here is also a submodule's name, so laziness cannot hand back a module.)
+"""
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "ActivationSet": "activations",
+    "collect_activations": "activations",
+    "ChatBatch": "chat",
+    "build_messages": "chat",
+    "format_chat": "chat",
+    "tokenize_pairs": "chat",
+    "tokenize_prompts": "chat",
+    "EMBEDDED_MODEL_NAME": "embedded",
+    "GenerationConfig": "generation",
+    "GenerationResult": "generation",
+    "generate": "generation",
+    "generate_samples": "generation",
+    "load_model": "load",
+    "model_info": "load",
+}
 __all__ = [
     "ActivationSet",
     "ChatBatch",
@@ -33,3 +43,33 @@ __all__ = [
     "tokenize_pairs",
     "tokenize_prompts",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from personalens.model.activations import ActivationSet, collect_activations
+    from personalens.model.chat import (
+        ChatBatch,
+        build_messages,
+        format_chat,
+        tokenize_pairs,
+        tokenize_prompts,
+    )
+    from personalens.model.embedded import EMBEDDED_MODEL_NAME
+    from personalens.model.generation import (
+        GenerationConfig,
+        GenerationResult,
+        generate,
+        generate_samples,
+    )
+    from personalens.model.load import load_model, model_info
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'personalens.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"personalens.model.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

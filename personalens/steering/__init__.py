@@ -3,37 +3,46 @@
 The stages, one module each: :mod:`~personalens.steering.edits` (what an edit does at one
 layer, as a value any engine applies), :mod:`~personalens.steering.plan` (a request resolved to
 per-layer edits), :mod:`~personalens.steering.calibration` (reference norms, cap bounds, the
-``"response"`` mask), :mod:`~personalens.steering.steer` (the hooks, handles and the registry of
+``"response"`` mask), `personalens.steering.hooks` (the TransformerLens hooks, handles and the registry of
 attached edits), :mod:`~personalens.steering.policies`, :mod:`~personalens.steering.dynamic`
 and :mod:`~personalens.steering.turns` (dynamic steering and its results).
 """
 
-from personalens.steering.calibration import (
-    REFERENCE_PROMPTS,
-    calibrate_cap,
-    residual_norms,
-    response_positions,
-)
-from personalens.steering.dynamic import DynamicSteerer
-from personalens.steering.edits import LayerEdit
-from personalens.steering.plan import SteeringPlan, plan_steering
-from personalens.steering.policies import LLMPolicy, ProjectionPolicy, SchedulePolicy
-from personalens.steering.steer import (
-    SteeringHandle,
-    add_steering,
-    apply_plan,
-    attached_edits,
-    steer,
-)
-from personalens.steering.turns import DynamicChat, TurnResult
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Lazy, so that the engines can import personalens.steering.hooks without loading dynamic
+# steering (which imports generation, which imports the engines). No name here is also a
+# submodule's name, so laziness cannot hand back a module.
+_EXPORTS = {
+    "DynamicChat": "turns",
+    "DynamicSteerer": "dynamic",
+    "LLMPolicy": "policies",
+    "LayerEdit": "edits",
+    "ProjectionPolicy": "policies",
+    "REFERENCE_PROMPTS": "calibration",
+    "SchedulePolicy": "policies",
+    "SteeringHandle": "hooks",
+    "SteeringPlan": "plan",
+    "TurnResult": "turns",
+    "add_steering": "hooks",
+    "apply_plan": "hooks",
+    "attached_edits": "hooks",
+    "calibrate_cap": "calibration",
+    "plan_steering": "plan",
+    "residual_norms": "calibration",
+    "response_positions": "calibration",
+    "steer": "hooks",
+}
 __all__ = [
-    "REFERENCE_PROMPTS",
     "DynamicChat",
     "DynamicSteerer",
     "LLMPolicy",
     "LayerEdit",
     "ProjectionPolicy",
+    "REFERENCE_PROMPTS",
     "SchedulePolicy",
     "SteeringHandle",
     "SteeringPlan",
@@ -47,3 +56,35 @@ __all__ = [
     "response_positions",
     "steer",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from personalens.steering.calibration import (
+        REFERENCE_PROMPTS,
+        calibrate_cap,
+        residual_norms,
+        response_positions,
+    )
+    from personalens.steering.dynamic import DynamicSteerer
+    from personalens.steering.edits import LayerEdit
+    from personalens.steering.hooks import (
+        SteeringHandle,
+        add_steering,
+        apply_plan,
+        attached_edits,
+        steer,
+    )
+    from personalens.steering.plan import SteeringPlan, plan_steering
+    from personalens.steering.policies import LLMPolicy, ProjectionPolicy, SchedulePolicy
+    from personalens.steering.turns import DynamicChat, TurnResult
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'personalens.steering' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"personalens.steering.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -54,7 +54,7 @@ REFERENCE_PROMPTS = (
 
 
 def response_positions(batch: ChatBatch) -> Mask:
-    """Mask of the positions :func:`~personalens.steering.steer.steer` calls ``"response"`` in a
+    """Mask of the positions :func:`~personalens.steering.hooks.steer` calls ``"response"`` in a
     teacher-forced batch.
 
     That is the last prompt token and every response token but the last (the positions whose

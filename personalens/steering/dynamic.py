@@ -22,10 +22,10 @@ Each turn has three steps:
    schedule or a callable) returns an *adjustment* ``a_t`` in ``[-1, 1]`` per trait (0 = leave
    the trait alone) and a rationale. The coefficient is ``c_t = a_t * max_coeff_t``, in the units
    of ``coeff_scale`` (``"raw"`` multiples of the vector by default, as in
-   :func:`~personalens.steering.steer.steer`).
+   :func:`~personalens.steering.hooks.steer`).
 3. **Steer**: one :func:`~personalens.steering.plan.plan_steering` plan per trait with
    ``c_t != 0`` (each at its own layer; two traits may share a layer, their additions then sum),
-   all attached together with :func:`~personalens.steering.steer.apply_plan` in one
+   all attached together with :func:`~personalens.steering.hooks.apply_plan` in one
    ``contextlib.ExitStack`` while the reply is generated, and removed afterwards (also on
    errors). A turn whose coefficients are all 0 is generated with no hook at all, so it equals
    unsteered generation.
@@ -50,9 +50,9 @@ from personalens.model.generation import GenerationConfig, generate
 from personalens.steering.adjustment_prompt import missing_and_unknown
 from personalens.steering.calibration import REFERENCE_PROMPTS, residual_norms
 from personalens.steering.edits import POSITIONS
+from personalens.steering.hooks import apply_plan
 from personalens.steering.plan import COEFF_SCALES, SteeringPlan, plan_steering
 from personalens.steering.policies import PolicyContext, PolicyDecision, make_policy
-from personalens.steering.steer import apply_plan
 from personalens.steering.turns import DynamicChat, TurnResult
 from personalens.vectors.vector import PersonaVector
 

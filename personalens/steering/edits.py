@@ -28,7 +28,7 @@ Positions (``LayerEdit.positions``):
 Padding is never steered. An engine records what each forward looks like in a
 :class:`ForwardContext` (the padding mask of the new positions and the KV-cache length) and
 applies an edit with :func:`apply_edit`: the TransformerLens hooks of
-:mod:`personalens.steering.steer` and the Hugging Face engine (:mod:`personalens.engines.hf`)
+:mod:`personalens.steering.hooks` and the Hugging Face engine (:mod:`personalens.engines.hf`)
 both call it, so they compute exactly the same thing.
 """
 

@@ -77,7 +77,7 @@ def plan_steering(
     """Check a steering request against the model and resolve it to per-layer edits.
 
     Validation happens here, before any hook is attached, so bad input fails fast with a clear
-    message. Arguments are those of :func:`~personalens.steering.steer.steer`.
+    message. Arguments are those of :func:`~personalens.steering.hooks.steer`.
     """
     if mode not in MODES:
         raise PersonaLensError(f"unknown steering mode {mode!r}: use one of {MODES}")

@@ -34,8 +34,8 @@ from personalens.runs.resume import run_resumable
 from personalens.runs.run_dir import open_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
 from personalens.steering.calibration import residual_norms
+from personalens.steering.hooks import apply_plan
 from personalens.steering.plan import SteeringPlan, plan_steering
-from personalens.steering.steer import apply_plan
 
 if TYPE_CHECKING:
     import pandas as pd

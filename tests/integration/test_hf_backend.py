@@ -8,7 +8,7 @@ from personalens.engines.hf import hf_view
 from personalens.model.activations import collect_activations
 from personalens.model.chat import tokenize_prompts
 from personalens.model.generation import generate
-from personalens.steering.steer import steer
+from personalens.steering.hooks import steer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("one_torch_thread")]
 

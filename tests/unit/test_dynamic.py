@@ -20,13 +20,13 @@ from personalens.steering.adjustment_prompt import (
     predict_trait_adjustments,
 )
 from personalens.steering.dynamic import DynamicSteerer
+from personalens.steering.hooks import steer
 from personalens.steering.policies import (
     LLMPolicy,
     PolicyContext,
     ProjectionPolicy,
     SchedulePolicy,
 )
-from personalens.steering.steer import steer
 from personalens.vectors.vector import PersonaVector
 from tests.unit.fake_openai import FakeOpenAI, config, json_replies
 

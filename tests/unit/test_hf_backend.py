@@ -12,7 +12,7 @@ from personalens.errors import PersonaLensError
 from personalens.model.activations import VARIANTS, collect_activations
 from personalens.model.chat import tokenize_prompts
 from personalens.model.generation import generate
-from personalens.steering.steer import add_steering, steer
+from personalens.steering.hooks import add_steering, steer
 
 PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a story about a cat."]
 RESPONSES = ["Sure, here it is.", "Four.", "y", "Once upon a time a cat sat."]

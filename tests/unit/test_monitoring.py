@@ -13,7 +13,7 @@ from personalens.errors import PersonaLensError
 from personalens.extraction.traits import load_trait
 from personalens.model.chat import encode_chat
 from personalens.stats import pearson_ci, pearson_r
-from personalens.steering.steer import steer
+from personalens.steering.hooks import steer
 from personalens.studies.monitoring import last_prompt_projection, token_trace
 from personalens.studies.monitoring_conditions import (
     MonitorCondition,

@@ -30,7 +30,7 @@ from personalens.sae.contexts import FeatureContexts, feature_contexts
 from personalens.sae.decompose import Decomposition, decompose
 from personalens.sae.layer_sae import LayerSAE
 from personalens.sae.load import load_sae, shipped_sae_layers
-from personalens.steering.steer import steer
+from personalens.steering.hooks import steer
 from personalens.vectors.vector import PersonaVector
 
 D_MODEL, N_LAYERS = 32, 3  # the tiny_model fixture
@@ -623,7 +623,7 @@ def test_cli_decompose_writes_its_files(tiny_hf_dir, tmp_path, capsys):
 
 def test_importing_personalens_does_not_import_sae_lens():
     code = (
-        "import sys, personalens, personalens.sae.load, personalens.sae.decompose, personalens.sae.contexts, personalens.sae.causal, personalens.vectors.vector, personalens.steering.steer, "
+        "import sys, personalens, personalens.sae.load, personalens.sae.decompose, personalens.sae.contexts, personalens.sae.causal, personalens.vectors.vector, personalens.steering.hooks, "
         "personalens.cli.main\n"
         "personalens.decompose; personalens.load_sae\n"
         "print('sae_lens' in sys.modules)\n"

@@ -7,7 +7,7 @@ from personalens.errors import PersonaLensError
 from personalens.model.chat import encode_chat, tokenize_pairs, tokenize_prompts
 from personalens.model.generation import generate
 from personalens.steering.calibration import calibrate_cap, residual_norms, response_positions
-from personalens.steering.steer import add_steering, attached_edits, foreign_hooks, steer
+from personalens.steering.hooks import add_steering, attached_edits, foreign_hooks, steer
 from personalens.vectors.vector import PersonaVector
 
 PROMPTS = ["Hello there", "What is two plus two, exactly?", "x", "Tell me a story about a cat."]

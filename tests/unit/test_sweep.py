@@ -9,7 +9,7 @@ import torch
 from personalens.errors import PersonaLensError
 from personalens.extraction.traits import load_trait
 from personalens.model.generation import generate
-from personalens.steering.steer import steer
+from personalens.steering.hooks import steer
 from personalens.studies.steering_sweep import steering_sweep
 from personalens.vectors.vector import PersonaVector
 

@@ -27,7 +27,7 @@ prompt (system, user, template) and padding tokens are never scored
 (:func:`personalens.studies.finetuning.loop.response_loss`).
 
 **Modes.** ``"plain"``; ``"preventative"``: ``coeff · v`` is added at ``layers`` (through
-:func:`personalens.steering.steer.steer`, ``mode="add"``;
+:func:`personalens.steering.hooks.steer`, ``mode="add"``;
 :mod:`~personalens.studies.finetuning.training_hooks`) in every training forward pass, at every
 non-padding position by default, so the finetune need not move the model along ``v`` to fit
 trait-laden data (the Persona Vectors paper's preventative steering); ``"caft"``: the component

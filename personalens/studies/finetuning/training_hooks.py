@@ -1,7 +1,7 @@
 """The hooks of a training forward pass: the adapters, and the steering of the finetuning mode.
 
 ``"plain"`` trains with the adapters only; ``"preventative"`` also adds ``coeff · v`` at the
-steered layers (:func:`personalens.steering.steer.steer`, ``mode="add"``); ``"caft"`` ablates
+steered layers (:func:`personalens.steering.hooks.steer`, ``mode="add"``); ``"caft"`` ablates
 the component along ``v̂`` there (``mode="ablate"``; concept-ablation finetuning).
 """
 
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from personalens.errors import PersonaLensError
-from personalens.steering.steer import steer
+from personalens.steering.hooks import steer
 from personalens.studies.finetuning.adapters import Adapters
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Additive test: do trait effects add? Steer along ``a``, ``b``, ``a + b`` and ``a - b`` and
 compare the observed questionnaire changes of the sums with the predicted ``Δ(a) ± Δ(b)``.
 
-**Adding vectors under a coefficient scale.** :func:`~personalens.steering.steer.steer` with
+**Adding vectors under a coefficient scale.** :func:`~personalens.steering.hooks.steer` with
 ``coeff_scale="unit"`` or ``"resid"`` rescales whatever vector it is given to a fixed length per
 layer, so steering with the raw sum ``a + b`` would add a vector only as long as ``a`` alone
 (and its length would depend on the angle between them). :func:`additive_test` therefore adds

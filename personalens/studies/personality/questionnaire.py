@@ -77,8 +77,8 @@ from typing import TYPE_CHECKING, Any
 from personalens.errors import PersonaLensError
 from personalens.judges.factory import make_judge
 from personalens.model.generation import GenerationConfig, generate
+from personalens.steering.hooks import apply_plan
 from personalens.steering.plan import SteeringPlan
-from personalens.steering.steer import apply_plan
 from personalens.studies.personality.likelihood import (
     check_likelihood,
     is_mask_plan,
@@ -118,7 +118,7 @@ def _steering_context(model: HookedTransformer, steering: Any) -> Iterator[dict 
     if not (hasattr(ctx, "__enter__") and hasattr(ctx, "__exit__")):
         raise PersonaLensError(
             f"steering={steering!r} is not usable: pass None, a SteeringPlan "
-            "(personalens.steering.steer.plan_steering), a context manager such as "
+            "(personalens.steering.hooks.plan_steering), a context manager such as "
             "pl.steer(model, v, coeff=4, layers=[12]), or a function returning one"
         )
     with ctx as entered:
@@ -280,7 +280,7 @@ def score_questionnaire(
 
     Args:
         questionnaire: a :class:`Questionnaire`, a shipped name, or a file path.
-        steering: ``None``; a :class:`~personalens.steering.steer.SteeringPlan`; a context manager
+        steering: ``None``; a :class:`~personalens.steering.hooks.SteeringPlan`; a context manager
             such as ``pl.steer(model, v, coeff=4.0, layers=[12])``; or a function returning
             one. It is entered around all forward passes. (Steering you entered yourself with
             ``with pl.steer(...):`` applies too, but is not recorded in the result.)
