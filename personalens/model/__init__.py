@@ -8,8 +8,9 @@ first use. (No name here is also a submodule's name, so laziness cannot hand bac
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from personalens._lazy import lazy_face
 
 _EXPORTS = {
     "ActivationSet": "activations",
@@ -63,13 +64,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from personalens.model.load import load_model, model_info
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'personalens.model' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"personalens.model.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, _EXPORTS)

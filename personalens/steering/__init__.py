@@ -10,8 +10,9 @@ and :mod:`~personalens.steering.turns` (dynamic steering and its results).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from personalens._lazy import lazy_face
 
 # Lazy, so that the engines can import personalens.steering.hooks without loading dynamic
 # steering (which imports generation, which imports the engines). No name here is also a
@@ -78,13 +79,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from personalens.steering.turns import DynamicChat, TurnResult
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'personalens.steering' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"personalens.steering.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_face(__name__, _EXPORTS)
