@@ -15,9 +15,7 @@ import time
 from pathlib import Path
 
 import personalens as pl
-from personalens.engines.hf import BACKENDS
-from personalens.extraction.config import ExtractionConfig
-from personalens.extraction.pipeline import extract
+from personalens.engines import BACKENDS
 
 
 def main() -> None:
@@ -41,10 +39,10 @@ def main() -> None:
     print(f"model loaded in {time.perf_counter() - t0:.1f} s")
 
     trait = pl.load_trait(args.trait)
-    config = ExtractionConfig(max_questions=args.max_questions)
+    config = pl.ExtractionConfig(max_questions=args.max_questions)
     judge = pl.make_judge("offline")
     t0 = time.perf_counter()
-    result = extract(model, trait, judge, config, run_dir=out, backend=args.backend)
+    result = pl.extract(model, trait, judge, config, run_dir=out, backend=args.backend)
     minutes = (time.perf_counter() - t0) / 60
     s = result.summary
 
