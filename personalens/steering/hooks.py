@@ -18,7 +18,8 @@ personalens never clears a model's hooks.
 
 The edits attached to a model are recorded on the model object (attribute
 ``_personalens_steering``, :data:`STEERING_ATTR`) when they are attached and dropped when they
-are removed; an edit whose hook was cleared by hand (``model.reset_hooks()``) no longer counts.
+are removed; an edit whose hook the user cleared by hand (TransformerLens's hook reset) no longer
+counts.
 Other engines read the attached steering only through :func:`attached_edits` and
 :func:`foreign_hooks`.
 """
