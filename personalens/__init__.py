@@ -165,7 +165,7 @@ _MOVED = {
     "tokenize_pairs": "model",
     "tokenize_prompts": "model",
     "trait_examples": "studies",
-    "wilson_interval": "studies",
+    "wilson_interval": "stats",
 }
 
 __all__ = [
