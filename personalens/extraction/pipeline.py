@@ -28,6 +28,11 @@ batches and the same per-sample seeds, so the result is identical to an uninterr
 Several workers (one per GPU or node) share a run with ``shard="i/n"``: each does every n-th
 chunk of each stage and waits for the others at the stage's end; worker 0 writes the vectors
 and the summary (:mod:`personalens.runs.sharding`).
+
+A run directory never loses finished work: a refused start (other settings in
+``config.json``, a judge that fails its probe, another process holding the directory's lock,
+:mod:`personalens.runs.lock`) changes no file, and the vectors and ``summary.json`` of a
+finished run are only replaced by a newer complete result.
 """
 
 from __future__ import annotations
@@ -62,6 +67,8 @@ from personalens.extraction.traits import Trait
 from personalens.judges.base import Judge, JudgeItem
 from personalens.model.activations import VARIANTS, ActivationSet
 from personalens.results import Result
+from personalens.runs.lock import run_lock
+from personalens.runs.run_dir import make_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
 from personalens.vectors.vector import PersonaVector
 
@@ -165,16 +172,35 @@ def extract(
     if worker is not None and run_dir is None:
         raise PersonaLensError("shard= needs a run_dir shared by the workers")
     config = config or ExtractionConfig()
-    run = Path(run_dir) if run_dir else None
+    if run_dir is None:
+        return _extract(model, trait, judge, config, None, progress, backend, worker)
+    run = make_run_dir(run_dir)
+    with run_lock(run, shared=worker is not None):
+        return _extract(model, trait, judge, config, run, progress, backend, worker)
+
+
+def _extract(
+    model: HookedTransformer,
+    trait: Trait,
+    judge: Judge,
+    config: ExtractionConfig,
+    run: Path | None,
+    progress: bool,
+    backend: str,
+    worker: Shard | None,
+) -> ExtractionResult:
     model_name = model.cfg.model_name
     timings: dict[str, float] = {}
-    if run:
-        _start_run(run, worker, trait, model_name, judge, config)
+    run_config = _run_config(trait, model_name, judge, config)
+    if run:  # refuse a directory made with other settings before anything else
+        _check_run_config(run, run_config, write=False)
     jobs = build_jobs(trait, config)
     # fail fast: an unreachable or misconfigured judge should stop the run before generation
     probe = [JudgeItem("Hello?", "Hello! How can I help you today?")]
     judge.score_coherence(probe)
     judge.score_trait(trait, probe)
+    if run:  # only a start that passed every check binds the directory to its settings
+        _check_run_config(run, run_config, write=True)
 
     t0 = time.perf_counter()
     records = generate_responses(model, jobs, config, run, progress, backend=backend, shard=worker)
@@ -225,31 +251,29 @@ def extract(
     )
 
 
-def _start_run(
-    run: Path,
-    worker: Shard | None,
-    trait: Trait,
-    model_name: str,
-    judge: Judge,
-    config: ExtractionConfig,
-) -> None:
-    """Create the run directory, drop the final artifacts of an earlier run (leader only) and
-    check that the directory holds this run's settings (``config.json``)."""
-    run.mkdir(parents=True, exist_ok=True)
-    if is_leader(worker):  # a rerun invalidates old final artifacts
-        for stale in ("summary.json", "vector.json"):
-            (run / stale).unlink(missing_ok=True)
+def _run_config(
+    trait: Trait, model_name: str, judge: Judge, config: ExtractionConfig
+) -> dict[str, Any]:
+    """What ``config.json`` binds a run directory to (the backend and shard are not in it)."""
+    return {
+        "trait": trait.name,
+        "trait_file": trait.to_dict(),
+        "model": model_name,
+        "judge": judge.name,
+        "config": json.loads(json.dumps(asdict(config))),
+    }
+
+
+def _check_run_config(run: Path, run_config: dict[str, Any], *, write: bool) -> None:
+    """Refuse a run directory whose ``config.json`` holds other settings; with ``write``, bind
+    a new directory to these. Finished artifacts (``summary.json``, the vectors) are never
+    removed here: only a newer complete result replaces them."""
     check_run_config(
         run / "config.json",
-        {
-            "trait": trait.name,
-            "trait_file": trait.to_dict(),
-            "model": model_name,
-            "judge": judge.name,
-            "config": json.loads(json.dumps(asdict(config))),
-        },
+        run_config,
         what="a run",
         fix="Resume with the same settings, or pass a new --out directory.",
+        write=write,
     )
 
 

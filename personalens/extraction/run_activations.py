@@ -11,11 +11,12 @@ the rest. :func:`gather_side` picks the pos or neg activations of some keys.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from tqdm.auto import tqdm
 
@@ -80,22 +81,64 @@ def collect_run_activations(
     with _progress(progress and worker is None, len(records), "activations") as bar:
         for chunk in chunks:
             shard_file = path_of(chunk)
+            acts = None
             if shard_file is not None and shard_file.exists():
-                tensors = load_file(shard_file)
-                if layers is None:
-                    layers = tuple(range(tensors[VARIANTS[0]].shape[1]))
-                acts = ActivationSet.from_tensors(tensors, layers)
-            elif model is None:
+                acts = _read_chunk(shard_file, chunk, layers, can_recompute=model is not None)
+            if acts is None and model is None:
                 raise PersonaLensError(
                     f"activation shard {shard_file} is missing: {run_dir} is not a finished run "
                     "(rerun its `personalens extract` command to complete it)"
                 )
-            else:
+            if acts is None:
                 acts = _chunk_activations(model, chunk, layers, backend, shard_file)
+            layers = acts.layers
             for i, r in enumerate(chunk):
                 out[r["key"]] = acts.select([i])
             bar.update(len(chunk))
     return out
+
+
+def _read_chunk(
+    path: Path,
+    chunk: list[dict[str, Any]],
+    layers: Sequence[int] | None,
+    *,
+    can_recompute: bool,
+) -> ActivationSet | None:
+    """A cached chunk, or ``None`` (with a warning naming the file) when it is damaged or does
+    not hold this chunk: a truncated write, a foreign file, other keys or layers. The chunks
+    are a cache, so a damaged one is computed again; without a model that is an error."""
+    keys = [r["key"] for r in chunk]
+    try:
+        with safe_open(path, framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {name: fh.get_tensor(name) for name in fh.keys()}  # noqa: SIM118
+        stored_keys = json.loads(meta.get("keys", "null"))
+        acts = ActivationSet.from_tensors(tensors, layers or range(tensors[VARIANTS[0]].shape[1]))
+        problem = None
+        if stored_keys is not None and stored_keys != keys:
+            problem = "it holds other samples than its name says"
+        elif any(tensors[v].shape[:2] != (len(keys), len(acts.layers)) for v in VARIANTS):
+            problem = (
+                f"its tensors are {tuple(tensors[VARIANTS[0]].shape[:2])} (samples, layers), "
+                f"not {(len(keys), len(acts.layers))}"
+            )
+    except (SafetensorError, OSError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        problem = f"it cannot be read ({type(exc).__name__}: {str(exc)[:100]})"
+    if problem is None:
+        return acts
+    if not can_recompute:
+        raise PersonaLensError(
+            f"activation shard {path} is damaged: {problem}. Fix: delete it and rerun the "
+            "run's `personalens extract` command, which computes it again."
+        )
+    warnings.warn(
+        f"activation shard {path} is damaged ({problem}); computing it again (the shards are a "
+        "cache of the model's activations, so the result is the same).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    return None
 
 
 def _chunk_activations(

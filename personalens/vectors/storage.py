@@ -16,7 +16,7 @@ import safetensors.torch
 from safetensors import SafetensorError
 from torch import Tensor
 
-from personalens._io import atomic_write, atomic_write_json, file_sha256
+from personalens._io import atomic_write_bytes, atomic_write_json, file_sha256
 from personalens.errors import PersonaLensError
 
 FORMAT = "personalens.persona_vector"
@@ -55,7 +55,8 @@ def write_vector_files(
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.unlink(missing_ok=True)
     meta = {"format": FORMAT, "version": str(VERSION)}
-    atomic_write(st_path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=meta))
+    # bytes through the one atomic writer: save_file would create the file 0600
+    atomic_write_bytes(st_path, safetensors.torch.save(tensors, metadata=meta))
     n_layers, d_model = tensors["directions"].shape
     record = {
         "format": FORMAT,

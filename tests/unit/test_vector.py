@@ -384,7 +384,7 @@ def test_save_is_atomic_and_leaves_no_temp_files(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    monkeypatch.setattr(safetensors.torch, "save", boom)
     with pytest.raises(OSError, match="disk full"):
         v.save(tmp_path / "vector")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vector.safetensors"]

@@ -1,0 +1,73 @@
+"""One writer per run directory: an advisory ``fcntl`` lock on ``<run>/.personalens.lock``.
+
+A plain run takes the lock exclusively and writes its PID, host and start time into the file;
+a second process on the same directory is refused with a :class:`~personalens.errors.RunDirError`
+naming that PID. The workers of a sharded run (``shard="i/n"``) take it shared, so they run
+together as before, while a plain run on the same directory is refused (and the other way
+round). The kernel drops the lock when its process dies, also after ``kill -9``: a lock file
+left behind by a dead process is stale and is simply taken over. The lock is advisory, local
+to one machine's file system view (``flock``), and never deletes or rewrites run data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from personalens.errors import RunDirError
+
+LOCK_FILE = ".personalens.lock"
+
+
+@contextlib.contextmanager
+def run_lock(run: str | os.PathLike[str], *, shared: bool = False) -> Iterator[Path]:
+    """Hold the run directory ``run`` (created if missing) for the ``with`` block.
+
+    ``shared=True`` for the workers of a sharded run. Raises :class:`RunDirError` at once when
+    another live process holds it in a conflicting way. The same process may not nest two
+    exclusive holds of one directory (the second is refused like another process's).
+    """
+    run = Path(run)
+    path = run / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(_refusal(run, path, shared)) from None
+        if not shared:
+            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+        yield run
+    finally:
+        os.close(fd)  # releases the lock; the file stays (its content is only informative)
+
+
+def _refusal(run: Path, path: Path, shared: bool) -> str:
+    try:
+        holder = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    if holder.get("pid"):
+        who = f"process {holder['pid']} on {holder.get('host', '?')} (since {holder.get('since')})"
+    else:
+        who = "the workers of a sharded run"
+    mode = "a worker of a sharded run" if shared else "a run"
+    return (
+        f"{run} is in use by {who}: one writer per run directory, so this process ({mode}) "
+        "stops before changing anything. Fix: wait for that run to finish or stop it, then "
+        "rerun this command (it resumes); to run in parallel on purpose, start every process "
+        "with --shard i/n; or pass another --out directory. The lock ends with its process, "
+        f"kill -9 included (lock file: {path})."
+    )
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
