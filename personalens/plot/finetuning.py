@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from personalens.plot.style import LAYER_AXIS_TITLE, _palette
+from personalens.plot.style import LAYER_AXIS_TITLE, _finish, _palette
 from personalens.stats import pearson_r
 
 if TYPE_CHECKING:
@@ -72,18 +72,17 @@ def plot_finetuning_shift(
     r = pearson_r(xs, ys)
     fig.add_hline(y=0.0, line={"color": "grey", "width": 1})
     fig.add_vline(x=0.0, line={"color": "grey", "width": 1})
-    fig.update_layout(
-        title={
-            "text": title
-            or f"Finetuning shift vs trait change (layer {layer}, {variant})<br>"
-            f"<sup>Pearson r = {r:.2f} over {len(named)} finetuned models</sup>"
-        },
-        xaxis={"title": {"text": "shift along the unit persona vector (finetuned − base)"}},
-        yaxis={"title": {"text": "trait score change (finetuned − base)"}},
-        legend={"title": {"text": "group"}},
-        template="plotly_white",
+    title = title or (
+        f"Finetuning shift vs trait change (layer {layer}, {variant})<br>"
+        f"<sup>Pearson r = {r:.2f} over {len(named)} finetuned models</sup>"
     )
-    return fig
+    return _finish(
+        fig,
+        title,
+        x="shift along the unit persona vector (finetuned − base)",
+        y="trait score change (finetuned − base)",
+        legend="group",
+    )
 
 
 def plot_shift_by_layer(
@@ -115,10 +114,5 @@ def plot_shift_by_layer(
     if best is not None:
         fig.add_vline(x=best, line={"dash": "dash", "color": "#888"})
     fig.add_hline(y=0.0, line={"color": "grey", "width": 1})
-    fig.update_layout(
-        title={"text": title or f"Finetuning shift along the persona vector by layer ({variant})"},
-        xaxis={"title": {"text": LAYER_AXIS_TITLE}},
-        yaxis={"title": {"text": "shift (finetuned − base) on the unit vector"}},
-        template="plotly_white",
-    )
-    return fig
+    title = title or f"Finetuning shift along the persona vector by layer ({variant})"
+    return _finish(fig, title, x=LAYER_AXIS_TITLE, y="shift (finetuned − base) on the unit vector")

@@ -7,7 +7,14 @@ from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 
-from personalens.plot.style import LAYER_AXIS_TITLE, _ci_band, _ci_bounds, _palette, _two_panels
+from personalens.plot.style import (
+    LAYER_AXIS_TITLE,
+    _ci_band,
+    _ci_bounds,
+    _finish,
+    _palette,
+    _two_panels,
+)
 from personalens.studies.layer_sweep_result import LayerSweepResult
 
 __all__ = ["plot_layer_separation", "plot_layer_sweep"]
@@ -62,15 +69,16 @@ def plot_layer_sweep(
     bottom = 0.4 if lowest >= 0.4 else 0.0
     if title is None:
         title = _sweep_title(items, variant)
-    fig.update_layout(
-        title={"text": title},
-        xaxis={"title": {"text": LAYER_AXIS_TITLE}, "dtick": 1},
-        yaxis={"title": {"text": "ROC-AUC, pos vs neg projection"}, "range": [bottom, 1.03]},
-        legend={"title": {"text": "trait"}},
+    return _finish(
+        fig,
+        title,
+        x=LAYER_AXIS_TITLE,
+        y="ROC-AUC, pos vs neg projection",
+        legend="trait",
+        xaxis={"dtick": 1},
+        yaxis={"range": [bottom, 1.03]},
         hovermode="closest",
-        template="plotly_white",
     )
-    return fig
 
 
 def _sweep_title(items: list[tuple[str, LayerSweepResult]], variant: str) -> str:
@@ -166,35 +174,23 @@ def plot_layer_separation(
     if m.separation_ci is not None:
         lo, hi = _ci_bounds(m.separation_ci)
         fig.add_trace(_ci_band(layers, lo, hi, color, f"{result.ci:.0%} CI"), row=1, col=1)
-    fig.add_trace(
-        go.Scatter(
-            x=layers,
-            y=list(m.separation),
-            mode="lines+markers",
-            name="separation",
-            line={"color": color},
-            hovertemplate="layer %{x}<br>separation %{y:.3g}<extra></extra>",
-        ),
-        row=1,
-        col=1,
+    panels = (
+        (m.separation, "separation", color, ".3g"),
+        (m.cohens_d, "Cohen's d", _palette(1), ".2f"),
     )
-    fig.add_trace(
-        go.Scatter(
-            x=layers,
-            y=list(m.cohens_d),
-            mode="lines+markers",
-            name="Cohen's d",
-            line={"color": _palette(1)},
-            hovertemplate="layer %{x}<br>Cohen's d %{y:.2f}<extra></extra>",
-        ),
-        row=2,
-        col=1,
-    )
+    for row, (values, name, line_color, fmt) in enumerate(panels, start=1):
+        fig.add_trace(
+            go.Scatter(
+                x=layers,
+                y=list(values),
+                mode="lines+markers",
+                name=name,
+                line={"color": line_color},
+                hovertemplate=f"layer %{{x}}<br>{name} %{{y:{fmt}}}<extra></extra>",
+            ),
+            row=row,
+            col=1,
+        )
     fig.add_vline(x=m.best_layer(), line={"color": "grey", "width": 1, "dash": "dot"})
     fig.update_xaxes(title_text=LAYER_AXIS_TITLE, row=2, col=1)
-    fig.update_layout(
-        title={"text": title or f"Separation by layer: {result.trait} ({variant})"},
-        template="plotly_white",
-        height=620,
-    )
-    return fig
+    return _finish(fig, title or f"Separation by layer: {result.trait} ({variant})", height=620)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from personalens.plot.style import LAYER_AXIS_TITLE, _palette
+from personalens.plot.style import LAYER_AXIS_TITLE, _finish, _palette
 
 if TYPE_CHECKING:
     from personalens.studies.monitoring import TokenTrace
@@ -58,19 +58,19 @@ def plot_token_trace(trace: TokenTrace, *, title: str | None = None) -> go.Figur
     body = y[1:] if len(y) > 1 else y
     lo, hi = min(body), max(body)
     pad = 0.05 * (hi - lo or 1.0)
-    fig.update_layout(
-        title={
-            "text": title
-            or f"Per-token projection on the {trace.trait} vector, layer {trace.layer} "
-            f"(last prompt token {trace.last_prompt:.1f})"
-        },
-        xaxis={"title": {"text": "token position"}},
-        yaxis={"title": {"text": "projection on unit vector"}, "range": [lo - pad, hi + pad]},
-        bargap=0.05,
-        legend={"title": {"text": "segment"}},
-        template="plotly_white",
+    title = title or (
+        f"Per-token projection on the {trace.trait} vector, layer {trace.layer} "
+        f"(last prompt token {trace.last_prompt:.1f})"
     )
-    return fig
+    return _finish(
+        fig,
+        title,
+        x="token position",
+        y="projection on unit vector",
+        legend="segment",
+        yaxis={"range": [lo - pad, hi + pad]},
+        bargap=0.05,
+    )
 
 
 def plot_monitoring_scatter(
@@ -122,20 +122,19 @@ def plot_monitoring_scatter(
             )
         )
     lo, hi = c["r_ci95"]
-    fig.update_layout(
-        title={
-            "text": title
-            or f"{result.trait}: last-prompt projection vs trait score (layer {c['layer']})<br>"
-            f"<sup>r = {c['r']:.2f} [{lo:.2f}, {hi:.2f}] (n={c['n']}), condition means r = "
-            f"{c['r_condition_means']:.2f}, within-condition mean r = "
-            f"{c['r_within_mean']:.2f}</sup>"
-        },
-        xaxis={"title": {"text": "projection of the last prompt token on the unit vector"}},
-        yaxis={"title": {"text": "judged trait score"}},
-        legend={"title": {"text": "condition"}},
-        template="plotly_white",
+    title = title or (
+        f"{result.trait}: last-prompt projection vs trait score (layer {c['layer']})<br>"
+        f"<sup>r = {c['r']:.2f} [{lo:.2f}, {hi:.2f}] (n={c['n']}), condition means r = "
+        f"{c['r_condition_means']:.2f}, within-condition mean r = "
+        f"{c['r_within_mean']:.2f}</sup>"
     )
-    return fig
+    return _finish(
+        fig,
+        title,
+        x="projection of the last prompt token on the unit vector",
+        y="judged trait score",
+        legend="condition",
+    )
 
 
 def plot_monitoring_r_by_layer(result: MonitoringResult, *, title: str | None = None) -> go.Figure:
@@ -147,29 +146,19 @@ def plot_monitoring_r_by_layer(result: MonitoringResult, *, title: str | None = 
         df = result.r_by_layer(kind)
         label = kind or "all"
         color = _palette(i)
-        fig.add_trace(
-            go.Scatter(
-                x=df["layer"],
-                y=df["r"],
-                mode="lines+markers",
-                name=f"{label}: points",
-                line={"color": color},
+        for column, mode, what, dash in (
+            ("r", "lines+markers", "points", None),
+            ("r_condition_means", "lines", "condition means", "dot"),
+        ):
+            fig.add_trace(
+                go.Scatter(
+                    x=df["layer"],
+                    y=df[column],
+                    mode=mode,
+                    name=f"{label}: {what}",
+                    line={"color": color, "dash": dash},
+                )
             )
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=df["layer"],
-                y=df["r_condition_means"],
-                mode="lines",
-                name=f"{label}: condition means",
-                line={"color": color, "dash": "dot"},
-            )
-        )
     fig.add_vline(x=result.layer, line={"dash": "dash", "color": "#888"})
-    fig.update_layout(
-        title={"text": title or f"{result.trait}: monitoring correlation by layer"},
-        xaxis={"title": {"text": LAYER_AXIS_TITLE}},
-        yaxis={"title": {"text": "Pearson r"}, "range": [-1, 1]},
-        template="plotly_white",
-    )
-    return fig
+    title = title or f"{result.trait}: monitoring correlation by layer"
+    return _finish(fig, title, x=LAYER_AXIS_TITLE, y="Pearson r", yaxis={"range": [-1, 1]})

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from personalens.plot.style import _palette
+from personalens.plot.style import _finish, _palette
 from personalens.studies.personality.additive_test import AdditiveTestResult
 from personalens.studies.personality.scalar_sweep import ScalarSweepResult, fit_line
 
@@ -68,19 +68,19 @@ def plot_scalar_sweep(
     what = "change from coeff 0" if value == "delta" else "score"
     layers = result.settings.get("layers")
     where = f"layer {layers[0]}" if isinstance(layers, list) and len(layers) == 1 else "layers"
-    fig.update_layout(
-        title={
-            "text": title
-            or f"Steering along {result.trait}: questionnaire {what}<br>"
-            f"<sup>{result.method} ({result.units}); {where}, coeff_scale "
-            f"{result.settings.get('coeff_scale')}; target dimension: {result.target}</sup>"
-        },
-        xaxis={"title": {"text": f"steering coefficient ({result.settings.get('coeff_scale')})"}},
-        yaxis={"title": {"text": f"{what} ({result.units})"}},
-        legend={"title": {"text": "dimension"}},
-        template="plotly_white",
+    scale = result.settings.get("coeff_scale")
+    title = title or (
+        f"Steering along {result.trait}: questionnaire {what}<br>"
+        f"<sup>{result.method} ({result.units}); {where}, coeff_scale "
+        f"{scale}; target dimension: {result.target}</sup>"
     )
-    return fig
+    return _finish(
+        fig,
+        title,
+        x=f"steering coefficient ({scale})",
+        y=f"{what} ({result.units})",
+        legend="dimension",
+    )
 
 
 def plot_additive_test(
@@ -136,16 +136,15 @@ def plot_additive_test(
     fig.add_hline(y=0.0, line={"color": "lightgrey", "width": 1})
     fig.add_vline(x=0.0, line={"color": "lightgrey", "width": 1})
     first = items[0]
-    fig.update_layout(
-        title={
-            "text": title
-            or "Adding and subtracting trait vectors: observed vs predicted change<br>"
-            f"<sup>predicted = Δ(a) ± Δ(b); coeff {first.coeff:g} "
-            f"({first.settings.get('coeff_scale')}); {first.method} ({first.units})</sup>"
-        },
-        xaxis={"title": {"text": f"predicted change ({first.units})"}},
-        yaxis={"title": {"text": f"observed change ({first.units})"}},
-        legend={"title": {"text": "combination"}},
-        template="plotly_white",
+    title = title or (
+        "Adding and subtracting trait vectors: observed vs predicted change<br>"
+        f"<sup>predicted = Δ(a) ± Δ(b); coeff {first.coeff:g} "
+        f"({first.settings.get('coeff_scale')}); {first.method} ({first.units})</sup>"
     )
-    return fig
+    return _finish(
+        fig,
+        title,
+        x=f"predicted change ({first.units})",
+        y=f"observed change ({first.units})",
+        legend="combination",
+    )

@@ -11,8 +11,8 @@ from plotly.subplots import make_subplots
 
 from personalens.plot.style import (
     _add_score_and_coherence,
-    _coherence_threshold_line,
-    _palette,
+    _finish,
+    _finish_score_and_coherence,
     _score_and_coherence_panels,
 )
 
@@ -62,16 +62,10 @@ def plot_sae_cosines(decomposition: Decomposition, *, title: str | None = None) 
             )
         fig.update_yaxes(title_text="cosine", range=[-1.05, 1.05], row=i, col=1)
         fig.update_xaxes(type="category", row=i, col=1)
-    fig.update_layout(
-        title={
-            "text": title
-            or f"SAE features of {decomposition.trait}: signed cosine with the decoder directions"
-        },
-        barmode="relative",
-        height=max(380, 300 * len(layers)),
-        template="plotly_white",
+    title = title or (
+        f"SAE features of {decomposition.trait}: signed cosine with the decoder directions"
     )
-    return fig
+    return _finish(fig, title, barmode="relative", height=max(380, 300 * len(layers)))
 
 
 def plot_feature_steering(
@@ -90,19 +84,18 @@ def plot_feature_steering(
             "trait_change",
             name=label,
             legendgroup=label,
-            color="black" if label == "persona vector" else _palette(i),
+            color="black" if label == "persona vector" else i,
             score_hover=f"{label}<br>coeff %{{x}}<br>trait change %{{y:+.1f}}<extra></extra>",
             coherence_hover=f"{label}<br>coeff %{{x}}<br>coherence %{{y:.1f}}<extra></extra>",
         )
     fig.add_hline(y=0.0, line={"color": "grey", "width": 1}, row=1, col=1)
-    _coherence_threshold_line(fig, coherence_threshold)
     fig.update_yaxes(title_text="Δ trait (0-100 scale)", row=1, col=1)
-    fig.update_yaxes(range=[0, 100], title_text="coherence", row=2, col=1)
-    fig.update_xaxes(title_text=f"steering coefficient ({result.coeff_scale})", row=2, col=1)
-    fig.update_layout(
-        title=title
-        or f"Steering along SAE decoder directions at layer {result.layer}: {result.trait}",
-        template="plotly_white",
-        height=620,
+    title = title or (
+        f"Steering along SAE decoder directions at layer {result.layer}: {result.trait}"
     )
-    return fig
+    return _finish_score_and_coherence(
+        fig,
+        title,
+        coherence_threshold=coherence_threshold,
+        x=f"steering coefficient ({result.coeff_scale})",
+    )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import plotly.graph_objects as go
 
-from personalens.plot.style import _palette
+from personalens.plot.style import _finish, _palette
 
 if TYPE_CHECKING:
     from personalens.studies.screening_result import ScreeningResult
@@ -58,16 +58,15 @@ def plot_screening_histogram(
         if mean == mean:
             fig.add_vline(x=mean, line={"color": color, "dash": "dash", "width": 2})
     layers = sorted({r.layer for _, r in named})
-    fig.update_layout(
-        barmode="overlay",
-        title={
-            "text": title
-            or f"Projection difference ΔP (layer {', '.join(map(str, layers))}): dataset "
-            "response minus the model's own"
-        },
-        xaxis={"title": {"text": "ΔP = proj(dataset response) - proj(model response)"}},
-        yaxis={"title": {"text": "samples"}},
-        legend={"title": {"text": "dataset"}},
-        template="plotly_white",
+    title = title or (
+        f"Projection difference ΔP (layer {', '.join(map(str, layers))}): dataset "
+        "response minus the model's own"
     )
-    return fig
+    return _finish(
+        fig,
+        title,
+        x="ΔP = proj(dataset response) - proj(model response)",
+        y="samples",
+        legend="dataset",
+        barmode="overlay",
+    )

@@ -9,8 +9,8 @@ import plotly.graph_objects as go
 
 from personalens.plot.style import (
     _add_score_and_coherence,
-    _coherence_threshold_line,
-    _palette,
+    _finish,
+    _finish_score_and_coherence,
     _score_and_coherence_panels,
 )
 
@@ -34,20 +34,15 @@ def plot_steering_sweep(
             "trait",
             name=f"layer {layer}",
             legendgroup=str(layer),
-            color=_palette(i),
+            color=i,
             score_hover="layer %{fullData.name}<br>coeff %{x}<br>trait %{y:.1f}<extra></extra>",
             coherence_hover="coeff %{x}<br>coherence %{y:.1f}<extra></extra>",
         )
-    _coherence_threshold_line(fig, coherence_threshold)
     fig.update_yaxes(range=[0, 100], row=1, col=1, title_text="trait (0-100)")
-    fig.update_yaxes(range=[0, 100], row=2, col=1, title_text="coherence")
-    fig.update_xaxes(title_text="steering coefficient", row=2, col=1)
-    fig.update_layout(
-        title=title or f"Steering sweep: {result.trait} ({result.settings.get('mode', 'add')})",
-        template="plotly_white",
-        height=620,
+    title = title or f"Steering sweep: {result.trait} ({result.settings.get('mode', 'add')})"
+    return _finish_score_and_coherence(
+        fig, title, coherence_threshold=coherence_threshold, x="steering coefficient"
     )
-    return fig
 
 
 def plot_steering_heatmap(
@@ -90,11 +85,7 @@ def plot_steering_heatmap(
             colorbar={"title": "trait"},
         )
     )
-    fig.update_layout(
-        title=title
-        or f"{result.trait}: trait score / coherence (* = coherence < {coherence_threshold:g})",
-        xaxis_title="steering coefficient",
-        yaxis_title="layer",
-        template="plotly_white",
+    title = title or (
+        f"{result.trait}: trait score / coherence (* = coherence < {coherence_threshold:g})"
     )
-    return fig
+    return _finish(fig, title, x="steering coefficient", y="layer")

@@ -1,4 +1,5 @@
-"""What the personalens figures share: colours, CI bands, two-panel layouts, HTML output.
+"""What the personalens figures share: colours, the common layout, CI bands, two-panel layouts,
+HTML output.
 
 :func:`save_html` is public (re-exported as ``personalens.plot.save_html``); the ``_`` helpers
 are for the figure modules of this package only.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import plotly.colors
 import plotly.graph_objects as go
@@ -36,6 +37,26 @@ def save_html(fig: go.Figure, path: str | os.PathLike[str]) -> Path:
     html = fig.to_html(include_plotlyjs=True, include_mathjax=False, full_html=True)
     atomic_write_text(path, html)
     return path
+
+
+def _finish(
+    fig: go.Figure,
+    title: str,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    legend: str | None = None,
+    **layout: Any,
+) -> go.Figure:
+    """Lay out ``fig`` as every personalens figure: its ``title``, the ``plotly_white`` template,
+    the x axis, y axis and legend titles ``x``, ``y`` and ``legend`` where given, and any other
+    ``layout`` keys (an ``xaxis``, ``yaxis`` or ``legend`` dict among them is merged with its
+    title). Returns ``fig``."""
+    for key, text in (("xaxis", x), ("yaxis", y), ("legend", legend)):
+        if text is not None:
+            layout[key] = {"title": {"text": text}, **layout.get(key, {})}
+    fig.update_layout(title={"text": title}, template="plotly_white", **layout)
+    return fig
 
 
 def _palette(i: int) -> str:
@@ -103,13 +124,16 @@ def _add_score_and_coherence(
     *,
     name: str,
     legendgroup: str,
-    color: str,
+    color: str | int,
     score_hover: str,
     coherence_hover: str,
 ) -> None:
     """One line in each panel of :func:`_score_and_coherence_panels`: column ``score`` of
     ``rows`` with its ``trait_sem`` error bars (top, in the legend) and the ``coherence`` column
-    dotted (bottom, same legend group), both against the ``coeff`` column."""
+    dotted (bottom, same legend group), both against the ``coeff`` column. ``color`` is a colour,
+    or ``i`` for the ``i``-th colour of :func:`_palette`."""
+    if isinstance(color, int):
+        color = _palette(color)
     fig.add_trace(
         go.Scatter(
             x=rows.coeff,
@@ -140,8 +164,15 @@ def _add_score_and_coherence(
     )
 
 
-def _coherence_threshold_line(fig: go.Figure, coherence_threshold: float) -> None:
-    """The dashed coherence threshold in the bottom panel."""
+def _finish_score_and_coherence(
+    fig: go.Figure, title: str, *, coherence_threshold: float, x: str
+) -> go.Figure:
+    """Finish a figure of :func:`_score_and_coherence_panels`: the dashed coherence threshold and
+    the 0-100 coherence axis in the bottom panel, the x axis title ``x`` under it, and the
+    :func:`_finish` layout, 620 px high. Returns ``fig``."""
     fig.add_hline(
         y=coherence_threshold, line={"color": "grey", "dash": "dash", "width": 1}, row=2, col=1
     )
+    fig.update_yaxes(range=[0, 100], title_text="coherence", row=2, col=1)
+    fig.update_xaxes(title_text=x, row=2, col=1)
+    return _finish(fig, title, height=620)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from personalens.plot.style import LAYER_AXIS_TITLE
+from personalens.plot.style import LAYER_AXIS_TITLE, _finish
 from personalens.vectors.algebra import CosineMatrix
 
 __all__ = ["plot_cosine_by_layer", "plot_cosine_matrix"]
@@ -55,8 +55,9 @@ def plot_cosine_matrix(
         for i, layer_number in enumerate(cm.layers)
     ]
     size = max(420, 60 * cm.k + 260)
-    fig.update_layout(
-        title={"text": heading(start)},
+    return _finish(
+        fig,
+        heading(start),
         xaxis={"type": "category", "side": "bottom", "tickangle": -30},
         yaxis={"type": "category", "autorange": "reversed", "scaleanchor": "x"},
         sliders=[
@@ -69,9 +70,7 @@ def plot_cosine_matrix(
         ],
         width=size + 80,
         height=size + 80,
-        template="plotly_white",
     )
-    return fig
 
 
 def plot_cosine_by_layer(cm: CosineMatrix, *, title: str | None = None) -> go.Figure:
@@ -95,11 +94,11 @@ def plot_cosine_by_layer(cm: CosineMatrix, *, title: str | None = None) -> go.Fi
                 )
             )
     fig.add_hline(y=0.0, line={"color": "grey", "width": 1, "dash": "dot"})
-    fig.update_layout(
-        title={"text": title or "Cosine similarity by layer"},
-        xaxis={"title": {"text": LAYER_AXIS_TITLE}},
-        yaxis={"title": {"text": "cosine"}, "range": [-1.05, 1.05]},
-        legend={"title": {"text": "pair"}},
-        template="plotly_white",
+    return _finish(
+        fig,
+        title or "Cosine similarity by layer",
+        x=LAYER_AXIS_TITLE,
+        y="cosine",
+        legend="pair",
+        yaxis={"range": [-1.05, 1.05]},
     )
-    return fig
