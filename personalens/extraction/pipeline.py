@@ -67,8 +67,7 @@ from personalens.extraction.traits import Trait
 from personalens.judges.base import Judge, JudgeItem
 from personalens.model.activations import VARIANTS, ActivationSet
 from personalens.results import Result
-from personalens.runs.lock import run_lock
-from personalens.runs.run_dir import make_run_dir
+from personalens.runs.lock import holds_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
 from personalens.vectors.vector import PersonaVector
 
@@ -147,6 +146,7 @@ class ExtractionResult(Result):
         ]
 
 
+@holds_run_dir("run_dir")
 def extract(
     model: HookedTransformer,
     trait: Trait,
@@ -172,11 +172,8 @@ def extract(
     if worker is not None and run_dir is None:
         raise PersonaLensError("shard= needs a run_dir shared by the workers")
     config = config or ExtractionConfig()
-    if run_dir is None:
-        return _extract(model, trait, judge, config, None, progress, backend, worker)
-    run = make_run_dir(run_dir)
-    with run_lock(run, shared=worker is not None):
-        return _extract(model, trait, judge, config, run, progress, backend, worker)
+    run = Path(run_dir) if run_dir is not None else None  # made and locked by @holds_run_dir
+    return _extract(model, trait, judge, config, run, progress, backend, worker)
 
 
 def _extract(

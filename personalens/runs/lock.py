@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import inspect
 import json
 import os
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 from personalens.errors import RunDirError
+from personalens.runs.run_dir import make_run_dir
+from personalens.runs.sharding import resolve_shard
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 LOCK_FILE = ".personalens.lock"
 
@@ -48,6 +55,29 @@ def run_lock(run: str | os.PathLike[str], *, shared: bool = False) -> Iterator[P
         yield run
     finally:
         os.close(fd)  # releases the lock; the file stays (its content is only informative)
+
+
+def holds_run_dir(out: str = "out", shard: str | None = "shard") -> Callable[[F], F]:
+    """Decorate a study whose argument ``out`` is its run directory: while it runs it holds
+    that directory (:func:`run_lock`; shared when its argument ``shard`` names a shard), and
+    ``out`` on a file is refused first. Without ``out`` the study runs as it is."""
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            arguments = signature.bind_partial(*args, **kwargs).arguments
+            where = arguments.get(out)
+            if where is None:
+                return fn(*args, **kwargs)
+            shared = shard is not None and resolve_shard(arguments.get(shard)) is not None
+            with run_lock(make_run_dir(where), shared=shared):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def _refusal(run: Path, path: Path, shared: bool) -> str:

@@ -43,6 +43,7 @@ from personalens.judges.factory import make_judge
 from personalens.model.chat import Message, encode_chat
 from personalens.model.generation import GenerationConfig, generate_samples
 from personalens.results import json_safe
+from personalens.runs.lock import holds_run_dir
 from personalens.runs.resume import run_resumable
 from personalens.runs.run_dir import open_run_dir
 from personalens.studies.layer_selection import vector_layer
@@ -65,6 +66,7 @@ def _key(conversation: list[Message]) -> str:
     return digest(json.dumps(conversation, sort_keys=True), algo="sha1", length=16)
 
 
+@holds_run_dir()
 def monitoring_experiment(
     model: HookedTransformer,
     vector: PersonaVector,

@@ -49,6 +49,7 @@ from personalens.model.activations import summarize_batch
 from personalens.model.chat import encode_chat, encode_response
 from personalens.model.generation import GenerationConfig, generate_samples
 from personalens.results import json_safe
+from personalens.runs.lock import holds_run_dir
 from personalens.runs.resume import run_resumable
 from personalens.runs.run_dir import open_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
@@ -67,6 +68,7 @@ VERSION = 1
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=128, temperature=0.0)
 
 
+@holds_run_dir()
 def screen(
     model: HookedTransformer,
     vector: PersonaVector,

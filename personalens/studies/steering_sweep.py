@@ -30,6 +30,7 @@ from personalens.judges.factory import make_judge
 from personalens.model.chat import Message, as_conversation
 from personalens.model.generation import GenerationConfig, generate
 from personalens.results import Result, json_safe
+from personalens.runs.lock import holds_run_dir
 from personalens.runs.resume import run_resumable
 from personalens.runs.run_dir import open_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
@@ -109,6 +110,7 @@ def _cell_key(layer: int | None, coeff: float) -> str:
     return "base" if layer is None else f"L{layer}/c{coeff:g}"
 
 
+@holds_run_dir()
 def steering_sweep(
     model: HookedTransformer,
     vector: PersonaVector,

@@ -282,3 +282,33 @@ def test_saved_vectors_have_the_same_permissions_as_every_other_file(tmp_path, f
     umask = os.umask(0o022)
     os.umask(umask)  # read the umask back (tests only: the library never sets it)
     assert modes["v.safetensors"] == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    "study",
+    [
+        "personalens.studies.steering_sweep:steering_sweep",
+        "personalens.studies.screening:screen",
+        "personalens.studies.monitoring_experiment:monitoring_experiment",
+        "personalens.studies.finetuning.train:finetune",
+    ],
+)
+def test_every_study_with_a_run_directory_holds_it(study, tmp_path):
+    import importlib
+
+    module, name = study.split(":")
+    import inspect
+
+    fn = getattr(importlib.import_module(module), name)
+    required = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
+    ]
+    args = [None] * len(required)
+    with run_lock(tmp_path):  # refused before the study looks at its other arguments
+        with pytest.raises(RunDirError, match="one writer per run directory"):
+            fn(*args, out=tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="is a file"):
+        fn(*args, out=tmp_path / "file")

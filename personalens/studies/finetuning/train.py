@@ -69,6 +69,7 @@ from torch import Tensor
 from personalens._io import digest
 from personalens.conventions import check_layer
 from personalens.errors import PersonaLensError
+from personalens.runs.lock import holds_run_dir
 from personalens.runs.run_dir import open_run_dir
 from personalens.steering.resolve import resolve_layers
 from personalens.studies.finetuning.adapters import (
@@ -99,6 +100,7 @@ if TYPE_CHECKING:
 __all__ = ["finetune"]
 
 
+@holds_run_dir()
 def finetune(
     model: HookedTransformer,
     data: Any,
