@@ -64,7 +64,7 @@ from personalens.extraction.run_activations import (
     gather_side,
 )
 from personalens.extraction.traits import Trait
-from personalens.judges.base import Judge, JudgeItem
+from personalens.judges.base import Judge, check_judge, is_score
 from personalens.model.activations import VARIANTS, ActivationSet
 from personalens.results import Result
 from personalens.runs.lock import holds_run_dir
@@ -193,9 +193,7 @@ def _extract(
         _check_run_config(run, run_config, write=False)
     jobs = build_jobs(trait, config)
     # fail fast: an unreachable or misconfigured judge should stop the run before generation
-    probe = [JudgeItem("Hello?", "Hello! How can I help you today?")]
-    judge.score_coherence(probe)
-    judge.score_trait(trait, probe)
+    check_judge(judge, trait)
     if run:  # only a start that passed every check binds the directory to its settings
         _check_run_config(run, run_config, write=True)
 
@@ -281,6 +279,17 @@ def _nothing_passed(
     records: list[dict[str, Any]],
     scores: dict[str, dict[str, float]],
 ) -> str:
+    # every trait score NaN: the judge failed (not the replies, whose coherence may be NaN
+    # when they are too short to judge)
+    if records and not any(is_score(scores.get(r["key"], {}).get("trait")) for r in records):
+        return (
+            "the judge gave no "
+            f"usable trait score to any of the {len(records)} replies of trait {trait.name!r} (all "
+            "NaN: no logprobs, no numeric tokens, or replies it cannot read), so no pair can "
+            "pass the filter. Fix: use a judge model and server that return logprobs (check "
+            "--judge-base-url and --judge-model), or --judge offline; rerun the same command "
+            "and only the judging is redone (NaN scores are not kept as answers)."
+        )
     return (
         f"no (pos, neg) pair of trait {trait.name!r} passed the filter (pos trait >= "
         f"{config.threshold:g}, neg trait < {100 - config.threshold:g}, coherence >= "

@@ -4,7 +4,8 @@ contrastive pairs whose replies show the trait (pos) and do not (neg).
 1. :func:`generate_responses`: every job (see :mod:`personalens.extraction.jobs`); with a run
    directory, appended to and resumed from ``responses.jsonl``.
 2. :func:`judge_responses`: trait score and coherence (0-100, NaN when unscorable); resumed from
-   ``judge_scores.jsonl``.
+   ``judge_scores.jsonl``, where a reply logged with a NaN score is not finished and is judged
+   again.
 3. :func:`filter_pairs`: keep a (pos, neg) pair, matched by split/pair/question/sample keys
    (never by row order), when pos >= threshold, neg < 100 - threshold and both coherence >= the
    coherence threshold.
@@ -88,7 +89,13 @@ def judge_responses(
     *,
     shard: Shard | str | None = None,
 ) -> dict[str, dict[str, float]]:
-    """``{key: {"trait": score, "coherence": score}}``; resumes from judge_scores.jsonl."""
+    """``{key: {"trait": score, "coherence": score}}``; resumes from judge_scores.jsonl.
+
+    Each record there names the judge. A reply whose records hold only NaN (null) scores, e.g.
+    from a judge server that sent no logprobs, is judged again on a rerun and its new record
+    appended; scored replies are never judged twice
+    (:func:`~personalens.judges.base.judge_records`).
+    """
     path = Path(run_dir) / "judge_scores.jsonl" if run_dir else None
     return judge_records(
         records,

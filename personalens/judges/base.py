@@ -9,23 +9,30 @@ Two implementations share the :class:`Judge` protocol:
 * ``offline`` (:mod:`personalens.judges.offline`): no network; sentence embeddings for the trait
   and a repetition measure for coherence. See its docstring for exactly what it measures.
 
-A judge never substitutes a default for a score it could not produce.
+A judge never substitutes a default for a score it could not produce. A judge that cannot
+produce any score (a server without logprobs, one that answers in words, a web page instead of
+the API) is stopped before slow work starts by :func:`check_judge`, and a score logged as NaN is
+judged again when the run is resumed (:func:`judge_records`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from personalens._io import append_jsonl
 from personalens.errors import PersonaLensError
 from personalens.runs.resume import run_resumable
-from personalens.runs.sharding import Shard
+from personalens.runs.sharding import Shard, read_logs
 
 if TYPE_CHECKING:
     from personalens.extraction.traits import Trait
+
+log = logging.getLogger(__name__)
 
 MIN_NUMERIC_MASS = 0.25
 
@@ -89,6 +96,48 @@ def score_from_top_logprobs(
     return weighted / total
 
 
+PROBE = (JudgeItem("Hello?", "Hello! How can I help you today?"),)
+
+
+def check_judge(judge: Judge, trait: Trait) -> None:
+    """Score one harmless reply for coherence and ``trait``; JudgeError unless both are numbers.
+
+    The pre-flight check of a run, before any slow work: a judge that cannot be reached raises
+    its own :class:`JudgeError`, and one that answers but yields no usable score (NaN: no
+    logprobs, no numeric tokens, a reply that is not JSON) raises one here, instead of every
+    reply of the run scoring NaN and failing the filter hours later.
+    """
+    probe = list(PROBE)
+    scores = {
+        "coherence": judge.score_coherence(probe),
+        f"trait ({trait.name})": judge.score_trait(trait, probe),
+    }
+    bad = [what for what, got in scores.items() if len(got) != 1 or not is_score(got[0])]
+    if not bad:
+        return
+    server = getattr(judge, "server", None)
+    where = f"judge {judge.name!r}" + (f" at {server}" if server else "")
+    seen = getattr(judge, "unusable", None)  # the OpenAI judge counts why replies gave NaN
+    why = f"; its replies had {', '.join(sorted(seen))}" if seen else ""
+    raise JudgeError(
+        f"the {where} answered the pre-flight probe but returned no usable score for "
+        f"{' and '.join(bad)} (NaN: no logprobs / no numeric tokens / not JSON{why}), so every "
+        "reply of this run would be unscorable. Fix: use a judge model and server that return "
+        "logprobs (logprobs=true, top_logprobs=20: OpenAI, vLLM, llama.cpp server), check "
+        "--judge-base-url and --judge-model, or use --judge offline."
+    )
+
+
+def is_score(x: Any) -> bool:
+    """True for a real score: a number that is not NaN (None, as logged for NaN, is not)."""
+    return isinstance(x, int | float) and not math.isnan(x)
+
+
+def is_scored(record: Mapping[str, Any]) -> bool:
+    """True when a judge_scores.jsonl record holds both a trait and a coherence score."""
+    return is_score(record.get("trait")) and is_score(record.get("coherence"))
+
+
 def judge_records(
     records: Sequence[Mapping[str, Any]],
     trait: Trait,
@@ -102,21 +151,31 @@ def judge_records(
     """Judge ``records`` (dicts with ``key``, ``question``, ``response``) for trait and coherence.
 
     Returns ``{key: {"trait": score, "coherence": score}}`` (NaN where the judge could not
-    score). With ``path``, scores are appended to that JSONL file chunk by chunk (fsynced) and a
-    rerun skips every chunk already scored, so an interrupted run loses at most one chunk.
-    ``shard``: judge only this worker's chunks, then wait for the others'
-    (:mod:`personalens.runs.sharding`).
+    score). With ``path``, scores are appended to that JSONL file chunk by chunk (fsynced; each
+    record names the ``judge``) and a rerun skips every chunk already scored, so an interrupted
+    run loses at most one chunk. A reply with no record that holds both scores (only NaN, logged
+    as null) is not finished: a rerun judges it again and appends the new record; a scored
+    record of a key wins over a NaN one, and earlier lines are never rewritten. ``shard``: judge
+    only this worker's chunks, then wait for the others' (:mod:`personalens.runs.sharding`);
+    NaN rows left by an earlier run are judged again by every worker, so each has every score
+    without waiting.
     """
     path = Path(path) if path is not None else None
+    own = shard.log_path(path) if shard is not None and path is not None else path
+    scored, unscored = _logged_scores(path) if path is not None else ({}, set())
+
+    judged: dict[str, dict[str, Any]] = {}  # every record made here, also those not logged
 
     def process(chunk: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
         items = [JudgeItem(r["question"], r["response"]) for r in chunk]
         trait_scores = judge.score_trait(trait, items)
         coherence = judge.score_coherence(items)
-        return [
+        new = [
             {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
             for r, t, c in zip(chunk, trait_scores, coherence)
         ]
+        judged.update((r["key"], r) for r in new)
+        return new
 
     done = run_resumable(
         records,
@@ -128,6 +187,36 @@ def judge_records(
         progress=progress,
         shard=shard,
     )
+    for key, record in scored.items():  # another worker's file may list a NaN record later
+        if key in done and not is_scored(done[key]):
+            done[key] = record
+    stale = {r["key"]: r for r in records if r["key"] in unscored and not is_scored(done[r["key"]])}
+    if stale and own is not None:
+        # a NaN row whose chunk was judged again (another row of it was missing) is done: the
+        # run above did not log its new record because the key was logged already
+        again = [judged[k] for k in stale if k in judged]
+        append_jsonl(own, again)
+        done.update((r["key"], r) for r in again)
+        retry = [r for k, r in stale.items() if k not in judged]
+        if retry:
+            log.warning(
+                "%s: %d replies have no score (NaN) from an earlier run; judging them again "
+                "with %s",
+                path,
+                len(retry),
+                judge.name,
+            )
+            done.update(
+                run_resumable(
+                    retry,
+                    lambda r: r["key"],
+                    lambda chunk: _logged(process(chunk), own),
+                    path=None,
+                    chunk_size=chunk_size,
+                    desc="judging again (NaN before)",
+                    progress=progress,
+                )
+            )
     return {
         r["key"]: {
             "trait": none_to_nan(done[r["key"]]["trait"]),
@@ -135,6 +224,24 @@ def judge_records(
         }
         for r in records
     }
+
+
+def _logged(records: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """``records``, once appended to ``path`` (fsynced)."""
+    append_jsonl(path, records)
+    return records
+
+
+def _logged_scores(path: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """The last scored record of each key in ``path`` and its workers' files, and the keys
+    logged only with NaN scores (read only: nothing is repaired)."""
+    scored: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for r in read_logs(path, None):
+        seen.add(r["key"])
+        if is_scored(r):
+            scored[r["key"]] = r
+    return scored, seen - set(scored)
 
 
 def _num(x: float | None) -> float | None:

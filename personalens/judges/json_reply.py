@@ -113,7 +113,7 @@ def validated_json(
         "temperature": request.temperature,
     }
     store = ResponseCache(config.cache_path) if (request.cache and config.cache_path) else None
-    key = ResponseCache.key(config.model, request.kind, params, prompt)
+    key = ResponseCache.key(config.url, config.model, request.kind, params, prompt)
     try:
         cached = store.get(key) if store is not None else MISS
         if cached is not MISS and isinstance(cached, dict):

@@ -21,12 +21,15 @@ the config, the cache, logs or error messages (:func:`redact`). Without a key, a
 **Retries** are the openai client's own (``max_retries`` of them): HTTP 408, 409, 429 and 5xx,
 timeouts and connection errors are retried with exponential backoff and jitter (0.5 s doubling
 up to 8 s, or the server's ``Retry-After``). Any other HTTP error (400 bad model, 401 bad key,
-404, ...) raises at once, naming the status and the fix. A judge never skips a prompt or
-substitutes a default score.
+404, ...) raises at once, naming the status and the fix. A reply that is not a chat completion
+(an HTML page, a body that is not JSON, JSON without ``choices``: a base URL that points at a
+web page or another API) raises :class:`~personalens.judges.base.JudgeError` too, naming the
+server and the fix. A judge never skips a prompt or substitutes a default score.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
@@ -183,11 +186,25 @@ def call_api(send: Callable[[], T], config: APIConfig) -> T:
     except openai.APIConnectionError as exc:  # includes APITimeoutError
         raise _exhausted_error(exc, config) from None
     except openai.APIResponseValidationError as exc:
-        raise JudgeError(
-            f"judge at {config.url} returned a reply that is not a chat completion: "
-            f"{_server_message(exc, config)}. Fix: check that the base URL points at an "
-            "OpenAI-compatible /v1 endpoint."
-        ) from None
+        raise not_a_completion(config, _server_message(exc, config)) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # a 200 whose body is not JSON
+        body = exc.doc if isinstance(exc, json.JSONDecodeError) else exc.object
+        raise not_a_completion(config, "a body that is not JSON", body) from None
+
+
+def not_a_completion(config: APIConfig, problem: str, body: Any = None) -> JudgeError:
+    """A JudgeError for a reply that is not an OpenAI chat completion, naming the server and fix."""
+    began = ""
+    if body is not None:
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        began = f" The reply began: {redact(' '.join(text.split())[:200], config)!r}."
+    return JudgeError(
+        f"the judge at {config.url} (model {config.model!r}) answered, but not with an OpenAI "
+        f"chat completion: {problem}.{began} This is what a base URL that points at a web page, "
+        "a proxy or another API returns. Fix: check --judge-base-url / "
+        "PERSONALENS_JUDGE_BASE_URL (an OpenAI-compatible endpoint ending in /v1, e.g. "
+        "http://localhost:8000/v1) and --judge-model, or use --judge offline."
+    )
 
 
 def create_chat_completion(
@@ -211,7 +228,21 @@ def create_chat_completion(
                 raise
             return client.chat.completions.create(**params)
 
-    return call_api(send, config)
+    response = call_api(send, config)
+    if isinstance(response, str | bytes):  # the client hands back a non-JSON body as text
+        raise not_a_completion(config, "a body that is not JSON", response)
+    if not isinstance(getattr(response, "choices", None), list):
+        raise not_a_completion(config, "JSON without a 'choices' list", _shown(response))
+    return response
+
+
+def _shown(response: Any) -> str:
+    """What the server sent, for an error message (the fields the client could read)."""
+    dump = getattr(response, "model_dump", None)
+    try:
+        return json.dumps(dump(exclude_unset=True) if dump else response, default=str)
+    except Exception:  # only for the message
+        return repr(response)
 
 
 def _attempts(exc: BaseException, config: APIConfig) -> int:

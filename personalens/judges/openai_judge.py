@@ -3,9 +3,12 @@
 Each rubric is one chat completion with ``max_tokens=1, temperature=0, logprobs=True,
 top_logprobs=20``; the score is the probability-weighted mean of the integer tokens 0-100 among
 the first token's top logprobs (:func:`personalens.judges.base.score_from_top_logprobs`), NaN
-when they hold less than a quarter of the probability mass. Replies are cached
-(:class:`~personalens.judges.response_cache.ResponseCache`); the API, key and retries are
-described in :mod:`personalens.judges.openai_client`.
+when they hold less than a quarter of the probability mass. Replies that give a score are
+cached (:class:`~personalens.judges.response_cache.ResponseCache`, keyed by server, model and
+prompt); a reply that gives NaN (no logprobs, no numeric tokens) is counted in
+:attr:`OpenAIJudge.unusable`, logged, and never cached, so the same prompt is asked again later,
+e.g. of a working server. The API, key and retries are described in
+:mod:`personalens.judges.openai_client`.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ import dataclasses
 import logging
 import math
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import TYPE_CHECKING, Any
 
-from personalens.judges.base import COHERENCE_PROMPT, JudgeError, JudgeItem, score_from_top_logprobs
+from personalens.judges.base import (
+    COHERENCE_PROMPT,
+    MIN_NUMERIC_MASS,
+    JudgeError,
+    JudgeItem,
+    score_from_top_logprobs,
+)
 from personalens.judges.openai_client import (
     TOP_LOGPROBS,
     APIConfig,
@@ -56,7 +66,8 @@ class OpenAIJudge:
     """The Persona Vectors judge: rubric -> one token with top-20 logprobs -> expected score.
 
     ``requests_sent`` counts the requests handed to the API (the client's retries not counted),
-    ``cache_hits`` the prompts answered from the cache.
+    ``cache_hits`` the prompts answered from the cache, ``unusable`` the replies that gave no
+    score, by reason (``"no logprobs"``, ``"no numeric tokens ..."``).
     """
 
     def __init__(
@@ -81,9 +92,15 @@ class OpenAIJudge:
         self._client = make_client(config)
         self._cache = ResponseCache(config.cache_path) if config.cache_path else None
         self._lock = threading.Lock()
-        self._warned_no_logprobs = False
+        self._warned: set[str] = set()
         self.requests_sent = 0
         self.cache_hits = 0
+        self.unusable: Counter[str] = Counter()
+
+    @property
+    def server(self) -> str:
+        """The base URL the judge's requests go to."""
+        return self.config.url
 
     def __repr__(self) -> str:
         return f"OpenAIJudge(model={self.config.model!r}, base_url={self.config.url!r})"
@@ -122,7 +139,9 @@ class OpenAIJudge:
 
     def _cache_key(self, prompt: str) -> str:
         params = {"max_tokens": 1, "temperature": 0, "top_logprobs": TOP_LOGPROBS, "seed": 0}
-        return ResponseCache.key(self.config.model, "judge_logprobs", params, prompt)
+        return ResponseCache.key(
+            self.config.url, self.config.model, "judge_logprobs", params, prompt
+        )
 
     def top_logprobs(self, prompts: Sequence[str]) -> list[dict[str, float] | None]:
         """First-token top logprobs per prompt (cached; misses sent concurrently), in order."""
@@ -133,7 +152,7 @@ class OpenAIJudge:
             if key in found or key in todo:
                 continue
             value = self._cache.get(key) if self._cache is not None else MISS
-            if value is MISS:
+            if value is MISS or unusable_reason(value) is not None:  # older caches kept NaN
                 todo[key] = prompt
             else:
                 found[key] = value
@@ -192,16 +211,32 @@ class OpenAIJudge:
             seed=0,
         )
         top = first_token_top_logprobs(response)
-        if top is None and not self._warned_no_logprobs:
-            self._warned_no_logprobs = True
+        reason = unusable_reason(top)
+        if reason is None:
+            if self._cache is not None:
+                self._cache.put(key, top)
+            return top
+        with self._lock:
+            self.unusable[reason] += 1
+            first = reason not in self._warned
+            self._warned.add(reason)
+        if first:
             log.warning(
-                "judge at %s (model %r) returned no logprobs; such replies score NaN. Use a server "
-                "and model that support logprobs=true with top_logprobs=%d (OpenAI, vLLM, "
-                "llama.cpp server).",
+                "judge at %s (model %r) gave a reply with %s; it scores NaN and is not cached. "
+                "If every reply does this, use a server and model that return logprobs=true "
+                "with top_logprobs=%d (OpenAI, vLLM, llama.cpp server).",
                 self.config.url,
                 self.config.model,
+                reason,
                 TOP_LOGPROBS,
             )
-        if self._cache is not None:
-            self._cache.put(key, top)
         return top
+
+
+def unusable_reason(top: dict[str, float] | None) -> str | None:
+    """Why first-token top logprobs give no score (NaN), or None when they give one."""
+    if not top:
+        return "no logprobs"
+    if math.isnan(score_from_top_logprobs(top)):
+        return f"no numeric tokens (under {MIN_NUMERIC_MASS:.0%} of the probability on 0-100)"
+    return None

@@ -1,9 +1,10 @@
 """The on-disk cache of LLM replies, so a resumed run re-sends no request it already made.
 
 sqlite3 at ``<cache dir>/judge_cache.sqlite`` (:attr:`APIConfig.cache_path
-<personalens.judges.openai_client.APIConfig>`), mapping sha256(model, request kind and
-parameters, full prompt) to the reply's top logprobs or text. Only hashes and replies are
-stored, never the API key.
+<personalens.judges.openai_client.APIConfig>`), mapping sha256(server URL, model, request kind
+and parameters, full prompt) to the reply's top logprobs or text: the same model name on two
+servers shares no entry. Only hashes and usable replies are stored (a reply that scored NaN or
+failed its check is not), never the API key.
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class ResponseCache:
             ) from None
 
     @staticmethod
-    def key(model: str, kind: str, params: dict[str, Any], prompt: str) -> str:
-        """sha256 of the judge model, the request kind and parameters, and the full prompt."""
-        return digest(json.dumps([model, kind, params, prompt], sort_keys=True, ensure_ascii=False))
+    def key(server: str, model: str, kind: str, params: dict[str, Any], prompt: str) -> str:
+        """sha256 of the server's base URL, the model, the request kind and parameters, and the
+        full prompt."""
+        blob = [server.rstrip("/"), model, kind, params, prompt]
+        return digest(json.dumps(blob, sort_keys=True, ensure_ascii=False))
 
     def get(self, key: str) -> Any:
         """The cached value, or :data:`MISS`."""

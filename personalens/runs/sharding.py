@@ -162,9 +162,21 @@ def read_logs(path: Path, own: Path | None) -> list[dict[str, Any]]:
     return records
 
 
-def read_run_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Every record of a run's log ``path``, whichever worker wrote it, one per key (read only)."""
-    return list({r["key"]: r for r in read_logs(path, None)}.values())
+def read_run_log(
+    path: str | os.PathLike[str], prefer: Callable[[dict[str, Any]], bool] | None = None
+) -> list[dict[str, Any]]:
+    """Every record of a run's log ``path``, whichever worker wrote it, one per key (read only).
+
+    The last record of a key wins, except that with ``prefer`` (e.g. "holds a real score") a
+    preferred record beats one that is not, wherever each was written: a retried row in the
+    main log is not hidden by an earlier failure in a worker's file.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for r in read_logs(Path(path), None):
+        old = out.get(r["key"])
+        if old is None or prefer is None or prefer(r) or not prefer(old):
+            out[r["key"]] = r
+    return list(out.values())
 
 
 def wait_for(

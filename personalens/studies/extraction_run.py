@@ -27,7 +27,7 @@ from personalens.extraction.run_activations import (
     gather_side,
 )
 from personalens.extraction.traits import parse_trait
-from personalens.judges.base import none_to_nan
+from personalens.judges.base import is_scored, none_to_nan
 from personalens.model.activations import VARIANTS, ActivationSet
 from personalens.runs.sharding import read_run_log
 from personalens.vectors.vector import PersonaVector
@@ -53,7 +53,7 @@ class RunData:
         config = config_from_json(cfg["config"])
         jobs = build_jobs(parse_trait(cfg["trait_file"], source=str(run / "config.json")), config)
         done = {r["key"]: r for r in read_run_log(run / "responses.jsonl")}
-        judged = {r["key"]: r for r in read_run_log(run / "judge_scores.jsonl")}
+        judged = {r["key"]: r for r in read_run_log(run / "judge_scores.jsonl", prefer=is_scored)}
         missing = [j.key for j in jobs if j.key not in done or j.key not in judged]
         if missing:
             raise PersonaLensError(

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from personalens.errors import PersonaLensError
+from personalens.judges.base import is_scored
 from personalens.model.chat import Message, as_conversation
 from personalens.runs.sharding import read_run_log
 
@@ -95,7 +96,7 @@ def trait_examples(
     """
     run = Path(run_dir)
     responses = read_run_log(run / "responses.jsonl")
-    scores = {r["key"]: r for r in read_run_log(run / "judge_scores.jsonl")}
+    scores = {r["key"]: r for r in read_run_log(run / "judge_scores.jsonl", prefer=is_scored)}
     if not responses or not scores:
         raise PersonaLensError(
             f"{run} has no responses.jsonl/judge_scores.jsonl: give an extraction run directory "

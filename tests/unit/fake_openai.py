@@ -100,8 +100,34 @@ def json_replies(*texts: str):
     return respond
 
 
+def no_logprobs(body, n):
+    """200 with a number as content but no logprobs (a server that ignores ``logprobs``)."""
+    return 200, completion("80")
+
+
+def words_only(body, n):
+    """200 with logprobs whose top tokens are all words: no numeric token."""
+    return 200, completion("Hello", {"Hello": 0.7, "Hi": 0.2, "Sure": 0.1})
+
+
+def html_page(body, n):
+    """200 with a web page (``text/html``): a base URL that points at a website or a proxy."""
+    return 200, "<!DOCTYPE html><html><body><h1>Welcome to nginx!</h1></body></html>", "text/html"
+
+
+def garbage_json(body, n):
+    """200 that claims ``application/json`` but sends a body that is not JSON."""
+    return 200, "<html><body>502 Bad Gateway</body></html>", "application/json"
+
+
+def wrong_json(body, n):
+    """200 with JSON that is not a chat completion (another API's reply)."""
+    return 200, {"status": "ok", "detail": "this is not a chat completion"}
+
+
 class FakeOpenAI:
-    """A scriptable OpenAI-compatible server: ``respond(body, n) -> (status, json)``."""
+    """A scriptable OpenAI-compatible server: ``respond(body, n) -> (status, json)``, or
+    ``(status, raw text, content type)`` for a body that is not JSON."""
 
     def __init__(self):
         self.respond = scorer
@@ -150,13 +176,17 @@ class _Handler(BaseHTTPRequestHandler):
             elif n >= MAX_REQUESTS:
                 status, payload = 400, error_body("test request budget exhausted", "test")
             else:
-                status, payload = fake.respond(body, n)
+                status, *payload = fake.respond(body, n)
+                payload = payload[0] if len(payload) == 1 else tuple(payload)
         finally:
             with fake.lock:
                 fake.in_flight -= 1
-        data = json.dumps(payload).encode()
+        content_type = "application/json"
+        if isinstance(payload, tuple):  # (raw text, content type)
+            payload, content_type = payload
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)

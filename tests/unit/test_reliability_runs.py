@@ -312,3 +312,31 @@ def test_every_study_with_a_run_directory_holds_it(study, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(RunDirError, match="is a file"):
         fn(*args, out=tmp_path / "file")
+
+
+class NanJudge(StubJudge):
+    name = "nan"
+
+    def __init__(self, probe_ok: bool):
+        self.probe_ok = probe_ok
+
+    def score_trait(self, trait, items):
+        if self.probe_ok and items[0].question == "Hello?":
+            return [50.0] * len(items)
+        return [float("nan")] * len(items)
+
+
+def test_a_judge_that_gives_only_nan_fails_its_probe_and_binds_nothing(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(JudgeError, match="no usable score"):
+        extract(tiny_model, parse_trait(TRAIT), NanJudge(False), CFG, run, progress=False)
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]
+
+
+def test_all_nan_scores_say_the_judge_failed_not_lower_the_threshold(tiny_model, tmp_path):
+    from personalens.extraction.pipeline import NothingPassedError
+
+    with pytest.raises(NothingPassedError, match="gave no usable trait score") as err:
+        extract(tiny_model, parse_trait(TRAIT), NanJudge(True), CFG, tmp_path / "r",
+                progress=False)  # fmt: skip
+    assert "--threshold" not in str(err.value)
