@@ -162,7 +162,7 @@ def judge_records(
     """
     path = Path(path) if path is not None else None
     own = shard.log_path(path) if shard is not None and path is not None else path
-    scored, unscored = _logged_scores(path) if path is not None else ({}, set())
+    scored, unscored = _logged_scores(path) if path is not None else ({}, {})
 
     judged: dict[str, dict[str, Any]] = {}  # every record made here, also those not logged
 
@@ -195,7 +195,7 @@ def judge_records(
         # a NaN row whose chunk was judged again (another row of it was missing) is done: the
         # run above did not log its new record because the key was logged already
         again = [judged[k] for k in stale if k in judged]
-        append_jsonl(own, again)
+        append_jsonl(own, _changed(again, unscored))
         done.update((r["key"], r) for r in again)
         retry = [r for k, r in stale.items() if k not in judged]
         if retry:
@@ -210,7 +210,7 @@ def judge_records(
                 run_resumable(
                     retry,
                     lambda r: r["key"],
-                    lambda chunk: _logged(process(chunk), own),
+                    lambda chunk: _logged(process(chunk), own, unscored),
                     path=None,
                     chunk_size=chunk_size,
                     desc="judging again (NaN before)",
@@ -226,22 +226,32 @@ def judge_records(
     }
 
 
-def _logged(records: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
-    """``records``, once appended to ``path`` (fsynced)."""
-    append_jsonl(path, records)
+def _logged(
+    records: list[dict[str, Any]], path: Path, unscored: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """``records``, once the changed ones are appended to ``path`` (fsynced)."""
+    append_jsonl(path, _changed(records, unscored))
     return records
 
 
-def _logged_scores(path: Path) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """The last scored record of each key in ``path`` and its workers' files, and the keys
-    logged only with NaN scores (read only: nothing is repaired)."""
+def _changed(
+    records: list[dict[str, Any]], unscored: Mapping[str, Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The ``records`` that differ from their key's logged NaN record: a judge that gives the
+    same NaN again (the offline judge on a reply too short to judge) adds no line on a rerun."""
+    return [r for r in records if unscored.get(r["key"]) != r]
+
+
+def _logged_scores(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The last scored record of each key in ``path`` and its workers' files, and the last
+    record of each key logged only with NaN scores (read only: nothing is repaired)."""
     scored: dict[str, dict[str, Any]] = {}
-    seen: set[str] = set()
+    last: dict[str, dict[str, Any]] = {}
     for r in read_logs(path, None):
-        seen.add(r["key"])
+        last[r["key"]] = r
         if is_scored(r):
             scored[r["key"]] = r
-    return scored, seen - set(scored)
+    return scored, {k: r for k, r in last.items() if k not in scored}
 
 
 def _num(x: float | None) -> float | None:

@@ -340,3 +340,28 @@ def test_all_nan_scores_say_the_judge_failed_not_lower_the_threshold(tiny_model,
         extract(tiny_model, parse_trait(TRAIT), NanJudge(True), CFG, tmp_path / "r",
                 progress=False)  # fmt: skip
     assert "--threshold" not in str(err.value)
+
+
+class SometimesNanJudge(StubJudge):
+    """A deterministic judge that cannot score some replies (NaN coherence), like the offline
+    judge on replies too short to judge."""
+
+    name = "sometimes-nan"
+    calls = 0
+
+    def score_coherence(self, items):
+        SometimesNanJudge.calls += len(items)
+        return [float("nan") if len(it.answer) % 3 == 0 else 100.0 for it in items]
+
+
+def test_a_rerun_asks_again_for_nan_rows_but_logs_no_repeat(tiny_model, tmp_path):
+    run = tmp_path / "run"
+    cfg = replace(CFG, max_new_tokens=8)
+    extract(tiny_model, parse_trait(TRAIT), SometimesNanJudge(), cfg, run, progress=False)
+    log = (run / "judge_scores.jsonl").read_bytes()
+    nan_rows = sum(1 for r in read_jsonl(run / "judge_scores.jsonl") if r["coherence"] is None)
+    assert nan_rows > 0
+    SometimesNanJudge.calls = 0
+    extract(tiny_model, parse_trait(TRAIT), SometimesNanJudge(), cfg, run, progress=False)
+    assert SometimesNanJudge.calls == 1 + nan_rows  # the probe, then only the NaN rows
+    assert (run / "judge_scores.jsonl").read_bytes() == log  # the same NaN is not logged again
