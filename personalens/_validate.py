@@ -1,4 +1,5 @@
-"""Field checks for the JSON data files (traits, questionnaires, scenario sets).
+"""Field checks for the JSON data files (traits, questionnaires, scenario sets), and the checks
+of numeric arguments (counts, finite numbers, steering values) that the API and the CLI share.
 
 One style for all of them: :func:`load_json_file` reads a file ("does not exist" / "not UTF-8
 text" / "not valid JSON"), and a :class:`Fields` bound to the file's error class and its place
@@ -6,19 +7,30 @@ text" / "not valid JSON"), and a :class:`Fields` bound to the file's error class
 values. Every error reads ``"<where>: key '<key>' <problem>"`` (or ``"<where>: <problem>"`` for
 the object itself), so it names the file and the key. :func:`file_head` writes the keys the
 questionnaire and scenario files start with.
+
+:func:`check_count`, :func:`check_number`, :func:`check_steering_value` and
+:func:`check_pairs` raise :class:`~personalens.errors.ArgumentError` naming the argument as it
+was given (``max_new_tokens=0`` for a keyword, ``--max-new-tokens 0`` for a CLI flag), its value
+and the fix. This module imports no torch, so the CLI checks its flags before the model loads.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import string
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from personalens.errors import ArgumentError
+
 MISSING: Any = object()  # the value of a key that is absent (see Fields.string_list)
+
+# The largest steering coefficient or cap bound accepted, in magnitude (see check_steering_value).
+MAX_STEERING_VALUE = 1e6
 
 
 def load_json_file(path: str | Path, error: type[Exception], label: str) -> Any:
@@ -30,9 +42,14 @@ def load_json_file(path: str | Path, error: type[Exception], label: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
-        raise error(f"{label} {path}: not UTF-8 text ({exc})") from None
+        raise error(f"{label} {path}: not UTF-8 text ({exc}); save it as UTF-8") from None
     except json.JSONDecodeError as exc:
         raise error(f"{label} {path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise error(
+            f"{label} {path}: its JSON is nested too deeply to read (arrays or objects inside "
+            "each other thousands of levels deep); a data file needs only a few levels"
+        ) from None
 
 
 def file_head(name: str, description: str, license: str) -> dict[str, Any]:
@@ -186,3 +203,119 @@ class Fields:
             if needed not in fields:
                 raise self.fail(key, f"has no {{{needed}}} placeholder; {missing_hint}")
         return text
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+def shown(name: str, value: Any) -> str:
+    """An argument as it was given: ``--flag VALUE`` for a CLI flag, else ``name=VALUE``."""
+    if not name.startswith("--"):
+        return f"{name}={value!r}"
+    if isinstance(value, list | tuple):
+        return " ".join([name, *map(str, value)])
+    return f"{name} {value}"
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1, what: str = "") -> int:
+    """``value`` when it is a whole number (not a bool) ``>= minimum``; ``what`` says what it
+    counts, for the message."""
+    about = f" ({what})" if what else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentError(
+            f"{shown(name, value)}: must be a whole number >= {minimum}{about}, got "
+            f"{type(value).__name__}; pass an integer such as {max(minimum, 1)}"
+        )
+    if value < minimum:
+        raise ArgumentError(
+            f"{shown(name, value)}: must be >= {minimum}{about}; pass {minimum} or more"
+        )
+    return int(value)
+
+
+def _interval(lo: float | int | None, hi: float | int | None, lo_open: bool, hi_open: bool) -> str:
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo:g}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi:g}"
+    return ""
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lo: float | int | None = None,
+    hi: float | int | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    what: str = "",
+) -> float:
+    """``value`` as a float when it is a finite real number (not a bool) in the interval from
+    ``lo`` to ``hi`` (either may be ``None``; ``*_open`` excludes that end)."""
+    about = f" ({what})" if what else ""
+    want = _interval(lo, hi, lo_open, hi_open)
+    range_ = f" {want}" if want else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentError(
+            f"{shown(name, value)}: must be a number{range_}{about}, got {type(value).__name__}"
+        )
+    number = float(value)
+    if not math.isfinite(number):
+        raise ArgumentError(
+            f"{shown(name, value)}: must be a finite number{range_}{about}; NaN and infinity "
+            "have no meaning here, pass an ordinary number"
+        )
+    too_low = lo is not None and (number <= lo if lo_open else number < lo)
+    too_high = hi is not None and (number >= hi if hi_open else number > hi)
+    if too_low or too_high:
+        raise ArgumentError(f"{shown(name, value)}: must be {want}{about}; pass a value {want}")
+    return number
+
+
+def check_steering_value(name: str, value: Any) -> float:
+    """A steering coefficient or cap bound: a finite number of magnitude at most
+    :data:`MAX_STEERING_VALUE`."""
+    number = check_number(name, value, what="a steering coefficient or cap bound")
+    if abs(number) > MAX_STEERING_VALUE:
+        raise ArgumentError(
+            f"{shown(name, value)}: steering values must be within ±{MAX_STEERING_VALUE:g}. "
+            "Residual-stream norms are in the ones to thousands, so a larger value swamps the "
+            "model's own activations (and overflows float16, whose largest number is 65504, to "
+            "inf/NaN): the replies would be empty or garbage. Pass a smaller value, e.g. 4 "
+            "(with --coeff-scale resid/coeff_scale='resid', e.g. 0.1)"
+        )
+    return number
+
+
+def check_pairs(name: str, pairs: Any) -> tuple[int, ...] | None:
+    """Instruction-pair indices: ``None`` (all pairs), or a non-empty list of distinct whole
+    numbers >= 0."""
+    if pairs is None:
+        return None
+    if isinstance(pairs, str | bytes) or not isinstance(pairs, Sequence):
+        raise ArgumentError(
+            f"{shown(name, pairs)}: give a list of instruction-pair indices (0, 1, ...), or "
+            "None for all pairs"
+        )
+    if not pairs:
+        raise ArgumentError(
+            f"{shown(name, pairs)}: no instruction pair selected; give at least one index, or "
+            "None for all pairs"
+        )
+    for p in pairs:
+        if isinstance(p, bool) or not isinstance(p, numbers.Integral) or p < 0:
+            raise ArgumentError(
+                f"{shown(name, list(pairs))}: {p!r} is not an instruction-pair index; pairs are "
+                "numbered 0, 1, ... in the trait file's 'instruction' list"
+            )
+    out = tuple(int(p) for p in pairs)
+    twice = sorted({p for p in out if out.count(p) > 1})
+    if twice:
+        raise ArgumentError(
+            f"{shown(name, list(pairs))}: pair(s) {twice} listed more than once, which would "
+            "generate and count their replies twice; list each pair once"
+        )
+    return out

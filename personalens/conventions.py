@@ -20,10 +20,10 @@ model and in llama.cpp.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from personalens.errors import LayerError, PersonaLensError
+from personalens.errors import ArgumentError, LayerError, PersonaLensError
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 LAYER_CONVENTION = "resid_post"
@@ -63,7 +63,7 @@ def check_layer(layer: int, n_layers: int) -> int:
 
 
 def select_layers(
-    layers: int | Sequence[Any] | str | None, n_layers: int, *, unique: bool = False
+    layers: int | Iterable[Any] | str | None, n_layers: int, *, unique: bool = False
 ) -> tuple[int, ...]:
     """The one layer resolver: a ``layers`` argument as valid layer indices, in the given order.
 
@@ -71,16 +71,26 @@ def select_layers(
     as steering's "the vector's best layer", resolves ``None`` first); an int or a sequence of
     ints (0-d tensors too), negative counting from the end (:func:`check_layer`). With
     ``unique``, a layer named twice is an error. Another string or an empty sequence raises
-    :class:`~personalens.errors.PersonaLensError`, a layer out of range
+    :class:`~personalens.errors.PersonaLensError`, a layer that is not an integer (``1.5``,
+    ``True``) :class:`~personalens.errors.ArgumentError`, a layer out of range
     :class:`~personalens.errors.LayerError`.
     """
     if layers is None or (isinstance(layers, str) and layers == "all"):
         return tuple(range(n_layers))
     if isinstance(layers, str):
         raise PersonaLensError(f"layers={layers!r}: give an int, a list of ints, 'all' or None")
-    if isinstance(layers, int):
-        layers = [layers]
-    out = tuple(check_layer(L.item() if hasattr(L, "item") else L, n_layers) for L in layers)
+    given = layers
+    if getattr(layers, "ndim", None) == 0 or not isinstance(layers, Iterable):
+        layers = [layers]  # one layer: an int, a 0-d tensor (or a wrong type, refused below)
+    items = [L.item() if hasattr(L, "item") else L for L in layers]
+    for L in items:
+        if isinstance(L, bool) or not isinstance(L, int):
+            raise ArgumentError(
+                f"layers={given!r}: {L!r} ({type(L).__name__}) is not a layer index. Layers "
+                f"are whole numbers 0..{n_layers - 1} (negative counts from the end); pass an "
+                "int, a list of ints, 'all' or None"
+            )
+    out = tuple(check_layer(L, n_layers) for L in items)
     if not out:
         raise PersonaLensError("layers is empty: give at least one layer, or None for all")
     if unique and len(set(out)) != len(out):

@@ -1,5 +1,10 @@
-"""What the command modules share: argument groups (model, backend, shards, judge, steering) and
-turning parsed arguments into a loaded model, a shard, a judge or a steering hook.
+"""What the command modules share: argument groups (model, backend, shards, judge, generation,
+steering) and turning parsed arguments into checked settings, a loaded model, a shard, a judge
+or a steering hook.
+
+Every command checks its numeric flags (:func:`generation_kwargs`,
+:func:`check_steering_args`) before it loads the model, so a bad value fails in a second with
+one line naming the flag, not after minutes of loading or generating.
 
 The CLI must start fast: torch-heavy modules are imported inside the functions that use them.
 """
@@ -7,12 +12,24 @@ The CLI must start fast: torch-heavy modules are imported inside the functions t
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from personalens.errors import PersonaLensError
+from personalens._validate import (
+    check_count,
+    check_number,
+    check_steering_value,
+)
+from personalens.errors import ArgumentError, PersonaLensError
 
 VECTOR_HELP = (
     "a persona vector: an extraction run directory, a .json/.safetensors pair, a llama.cpp "
     "control-vector .gguf, or the name of a shipped vector (e.g. evil)"
+)
+
+JUDGE_HELP = "auto: openai when PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, else offline"
+COEFF_SCALE_HELP = (
+    "raw: multiples of the vector; unit: of its unit direction; resid: of the mean residual "
+    "norm at the layer"
 )
 
 
@@ -81,14 +98,95 @@ def add_judge_args(p: argparse.ArgumentParser, *, choose: bool = True) -> None:
     """``--judge`` (with ``choose``), ``--judge-base-url`` and ``--judge-model``."""
     if choose:
         p.add_argument(
-            "--judge",
-            choices=["offline", "openai", "auto"],
-            default="auto",
-            help="auto: openai when PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, else "
-            "offline",
+            "--judge", choices=["offline", "openai", "auto"], default="auto", help=JUDGE_HELP
         )
     p.add_argument("--judge-base-url", default=None)
     p.add_argument("--judge-model", default=None)
+
+
+# the help of the generation flags, where a command gives none of its own
+GENERATION_HELP = {
+    "--max-new-tokens": "most tokens per reply",
+    "--temperature": "sampling temperature (0 = greedy)",
+    "--top-p": "nucleus sampling: keep the most likely tokens up to this mass (1 = off)",
+    "--seed": "sampling seed (every reply is seeded on its own)",
+    "--batch-size": "generation batch size",
+}
+# the per-prompt count flags (``n`` of a GenerationConfig) that commands spell their own way
+COUNT_DESTS = ("n_per_prompt", "n_per_question")
+
+
+def add_generation_args(
+    p: argparse.ArgumentParser,
+    *,
+    max_new_tokens: int,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    seed: bool = False,
+    count: str | None = None,
+    batch_size: int | None = None,
+    help: dict[str, str | None] | None = None,
+) -> None:
+    """The generation flags of a command, with its own defaults: ``--max-new-tokens`` always;
+    ``--temperature``, ``--top-p`` and ``--batch-size`` when their default is given; ``--seed``
+    (default 0) with ``seed``; ``count`` (a flag such as ``--n-per-prompt``, default 1) when
+    named. ``help`` replaces the help of a flag (by its name). :func:`generation_kwargs` reads
+    and checks them."""
+    helps = {**GENERATION_HELP, **(help or {})}
+    if temperature == 0.0 and "--temperature" not in (help or {}):
+        helps["--temperature"] = "0 = greedy (default)"
+
+    def add(flag: str, kind: type, default: Any) -> None:
+        p.add_argument(flag, type=kind, default=default, help=helps.get(flag))
+
+    if count is not None:
+        add(count, int, 1)
+    add("--max-new-tokens", int, max_new_tokens)
+    if temperature is not None:
+        add("--temperature", float, temperature)
+    if top_p is not None:
+        add("--top-p", float, top_p)
+    if seed:
+        add("--seed", int, 0)
+    if batch_size is not None:
+        add("--batch-size", int, batch_size)
+
+
+def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`~personalens.model.generation.GenerationConfig` keywords (``max_new_tokens``,
+    ``temperature``, ``top_p``, ``seed``, ``batch_size``, and ``n`` from the count flag) of the
+    generation flags ``args`` has, each checked: an
+    :class:`~personalens.errors.ArgumentError` naming the flag. Call it before loading the
+    model."""
+    out: dict[str, Any] = {}
+    for dest in COUNT_DESTS:
+        if hasattr(args, dest):
+            flag = "--" + dest.replace("_", "-")
+            out["n"] = check_count(flag, getattr(args, dest), what="replies per prompt")
+    out["max_new_tokens"] = check_count(
+        "--max-new-tokens", args.max_new_tokens, what="tokens per reply"
+    )
+    if hasattr(args, "temperature"):
+        out["temperature"] = check_number(
+            "--temperature", args.temperature, lo=0, what="0 = greedy decoding"
+        )
+    if hasattr(args, "top_p"):
+        out["top_p"] = check_number(
+            "--top-p", args.top_p, lo=0, hi=1, lo_open=True, what="1 = no nucleus cut"
+        )
+    if hasattr(args, "seed"):
+        out["seed"] = args.seed
+    if hasattr(args, "batch_size"):
+        out["batch_size"] = check_count("--batch-size", args.batch_size, what="a batch size")
+    return out
+
+
+def generation_config(args: argparse.Namespace, **fixed: Any):
+    """The checked :class:`~personalens.model.generation.GenerationConfig` of ``args``'s
+    generation flags, with the ``fixed`` settings of the command (e.g. ``progress=False``)."""
+    from personalens.model.generation import GenerationConfig
+
+    return GenerationConfig(**{**generation_kwargs(args), **fixed})
 
 
 def add_steering_args(
@@ -114,11 +212,7 @@ def add_steering_args(
     p.add_argument("--mode", choices=["add", "ablate", "cap"], default="add")
     p.add_argument("--positions", choices=["response", "prompt", "all"], default="response")
     p.add_argument(
-        "--coeff-scale",
-        choices=["raw", "unit", "resid"],
-        default="raw",
-        help="raw: multiples of the vector; unit: of its unit direction; resid: of the mean "
-        "residual norm at the layer",
+        "--coeff-scale", choices=["raw", "unit", "resid"], default="raw", help=COEFF_SCALE_HELP
     )
     p.add_argument("--bound", type=float, default=None, help="cap bound (default: calibrated)")
     p.add_argument("--percentile", type=float, default=95.0, help="cap calibration percentile")
@@ -141,6 +235,8 @@ def load_model_from_args(args: argparse.Namespace):
 def shard_from_args(args: argparse.Namespace):
     from personalens.runs.sharding import Shard, resolve_shard
 
+    if args.shard_timeout is not None:
+        check_number("--shard-timeout", args.shard_timeout, lo=0, lo_open=True, what="seconds")
     if not args.shard:
         return None
     return resolve_shard(Shard.parse(args.shard, timeout_s=args.shard_timeout))
@@ -174,6 +270,22 @@ def layer_or_best(vector, layer: int | None, give: str) -> int:
     return int(best)
 
 
+def check_steering_args(args: argparse.Namespace) -> None:
+    """Refuse a NaN, infinite or huge ``--coeff``/``--coeffs``/``--bound``, a ``--percentile``
+    outside [0, 100], and ``--mode add`` with a ``--vector`` but no ``--coeff``: before the model
+    loads (an :class:`~personalens.errors.ArgumentError` naming the flag)."""
+    if getattr(args, "coeff", None) is not None:
+        check_steering_value("--coeff", args.coeff)
+    for c in getattr(args, "coeffs", None) or ():
+        check_steering_value("--coeffs", c)
+    if args.bound is not None:
+        check_steering_value("--bound", args.bound)
+    check_number("--percentile", args.percentile, lo=0, hi=100, what="cap calibration percentile")
+    chooses_coeff = hasattr(args, "coeffs") or getattr(args, "dynamic", False)
+    if not chooses_coeff and args.vector and args.mode == "add" and args.coeff is None:
+        raise ArgumentError("--mode add needs --coeff C (try --coeff 4 and adjust)")
+
+
 def steering_kwargs(args: argparse.Namespace) -> dict:
     return {
         "positions": args.positions,
@@ -191,8 +303,7 @@ def steering_from_args(model, args: argparse.Namespace, *, plan_only: bool = Fal
     from personalens.steering.plan import plan_steering
     from personalens.vectors.resolve import load_vector
 
+    check_steering_args(args)
     vector = load_vector(args.vector, model)
-    if args.mode == "add" and args.coeff is None:
-        raise PersonaLensError("--mode add needs --coeff C (try --coeff 4 and adjust)")
     steer = plan_steering if plan_only else add_steering
     return steer(model, vector, args.coeff, layers=args.layer, **steering_kwargs(args))

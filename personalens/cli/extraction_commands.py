@@ -13,7 +13,9 @@ import os
 import sys
 from pathlib import Path
 
+from personalens._validate import check_count, check_number, check_pairs
 from personalens.cli import common
+from personalens.errors import ArgumentError
 
 # the summary.json keys `extract` prints
 EXTRACT_SUMMARY_KEYS = "trait model judge n_pos n_neg best_layer best_auc timings_s".split()
@@ -88,15 +90,19 @@ def add_extract_parser(sub) -> None:
     p.add_argument("--trait-file", default=None, help="a trait JSON file")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     common.add_judge_args(p)
-    p.add_argument("--n-per-question", type=int, default=1)
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--seed", type=int, default=0)
+    common.add_generation_args(
+        p,
+        max_new_tokens=48,
+        temperature=0.8,
+        seed=True,
+        count="--n-per-question",
+        batch_size=32,
+        help={"--n-per-question": "replies per question and instruction side"},
+    )
     p.add_argument("--threshold", type=float, default=50.0)
     p.add_argument(
         "--pairs", type=int, nargs="*", default=None, help="instruction pairs to use (default all)"
     )
-    p.add_argument("--batch-size", type=int, default=32, help="generation batch size")
     p.add_argument(
         "--max-questions", type=int, default=None, help="use the first N questions of each split"
     )
@@ -106,7 +112,6 @@ def add_extract_parser(sub) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    from personalens.extraction.config import ExtractionConfig
     from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import load_trait
 
@@ -116,18 +121,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    config = _extraction_config(args)  # the flags are checked before anything loads
     trait = load_trait(args.trait_file or args.trait)
+    bad = [i for i in config.pairs or () if i >= trait.n_pairs]
+    if bad:
+        raise ArgumentError(
+            f"--pairs {' '.join(map(str, args.pairs))}: pair(s) {bad} out of range; the trait "
+            f"{trait.name!r} has {trait.n_pairs} instruction pairs, numbered 0..{trait.n_pairs - 1}"
+        )
     judge = common.judge_from_args(args)
-    config = ExtractionConfig(
-        n_per_question=args.n_per_question,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        seed=args.seed,
-        threshold=args.threshold,
-        pairs=tuple(args.pairs) if args.pairs else None,
-        generation_batch_size=args.batch_size,
-        max_questions=args.max_questions,
-    )
     shard = common.shard_from_args(args)
     model = common.load_model_from_args(args)
     result = extract(
@@ -144,16 +146,39 @@ def cmd_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extraction_config(args: argparse.Namespace):
+    """The :class:`~personalens.extraction.config.ExtractionConfig` of the flags, each checked
+    (an :class:`~personalens.errors.ArgumentError` naming the flag)."""
+    from personalens.extraction.config import ExtractionConfig
+
+    gen = common.generation_kwargs(args)
+    pairs = check_pairs("--pairs", args.pairs) if args.pairs else None  # bare --pairs: all
+    if args.max_questions is not None:
+        check_count(
+            "--max-questions", args.max_questions, what="use the first N questions of each split"
+        )
+    return ExtractionConfig(
+        n_per_question=gen["n"],
+        max_new_tokens=gen["max_new_tokens"],
+        temperature=gen["temperature"],
+        seed=gen["seed"],
+        threshold=check_number("--threshold", args.threshold, lo=0, hi=100, what="judge score"),
+        pairs=pairs,
+        generation_batch_size=gen["batch_size"],
+        max_questions=args.max_questions,
+    )
+
+
 # ----------------------------------------------------------------------------- layer sweep
 
 
+LAYER_SWEEP_HELP = (
+    "per-layer AUC with bootstrap CIs of finished extraction runs (JSON + HTML figure)"
+)
+
+
 def add_layer_sweep_parser(sub) -> None:
-    p = common.add_command(
-        sub,
-        "layer-sweep",
-        help="per-layer AUC with bootstrap CIs of finished extraction runs (JSON + HTML figure)",
-        old_names=("sweep",),
-    )
+    p = common.add_command(sub, "layer-sweep", help=LAYER_SWEEP_HELP, old_names=("sweep",))
     p.add_argument(
         "--run",
         action="extend",

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from personalens._validate import check_number
 from personalens.cli import common
 from personalens.errors import PersonaLensError
 
@@ -42,10 +43,7 @@ def add_chat_parser(sub) -> None:
         sub, "chat", help="chat with the model (reads stdin; works from a pipe)", model=True
     )
     p.add_argument("--system", default=None, help="system prompt")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    common.add_generation_args(p, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=True)
     p.add_argument(
         "--format",
         choices=["text", "jsonl"],
@@ -86,9 +84,8 @@ def add_chat_parser(sub) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from personalens.model.generation import GenerationConfig
-
     vectors = args.vector or []
+    config = common.generation_config(args, progress=False)  # checked before the model loads
     _check_chat_args(args, vectors)
     model = common.load_model_from_args(args)
     handle = None
@@ -96,13 +93,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
         one = argparse.Namespace(**{**vars(args), "vector": vectors[0]})
         handle = common.steering_from_args(model, one)
         print(f"steering: {handle.plan.description}", file=sys.stderr)
-    config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        seed=args.seed,
-        progress=False,
-    )
     steerer = _dynamic_from_args(model, args, vectors, config) if args.dynamic else None
     try:
         _chat_loop(model, args, config, steerer)
@@ -170,16 +160,22 @@ def _reply(model, messages: list, config, steerer, fmt: str) -> tuple[str, dict]
 
 
 def _check_chat_args(args: argparse.Namespace, vectors: list[str]) -> None:
-    """Reject contradictory chat options before the model is loaded."""
-    if not args.dynamic:
-        if len(vectors) > 1:
-            raise PersonaLensError(
-                "static steering takes one --vector; to steer several traits turn by turn add "
-                "--dynamic (--vector NAME=PATH for each)"
-            )
-        if args.target:
-            raise PersonaLensError("--target sets the target persona of --dynamic steering")
-        return
+    """Reject contradictory chat options and bad numbers before the model is loaded."""
+    check_number("--max-coeff", args.max_coeff, lo=0, what="the coefficient at adjustment 1")
+    check_number("--target-sd", args.target_sd, lo=0, lo_open=True, what="standard deviations")
+    if args.dynamic:
+        _check_dynamic_args(args, vectors)
+    elif len(vectors) > 1:
+        raise PersonaLensError(
+            "static steering takes one --vector; to steer several traits turn by turn add "
+            "--dynamic (--vector NAME=PATH for each)"
+        )
+    elif args.target:
+        raise PersonaLensError("--target sets the target persona of --dynamic steering")
+    common.check_steering_args(args)  # --coeff, --bound, --percentile
+
+
+def _check_dynamic_args(args: argparse.Namespace, vectors: list[str]) -> None:
     if not vectors:
         raise PersonaLensError("--dynamic needs at least one --vector NAME=PATH (or PATH)")
     if args.coeff is not None:
@@ -201,7 +197,7 @@ def _parse_targets(items: list[str] | None) -> dict[str, float]:
             level = float(value)
         except ValueError:
             level = None
-        if not sep or not name.strip() or level is None:
+        if not sep or not name.strip() or level is None or not -1 <= level <= 1:  # NaN too
             raise PersonaLensError(
                 f"--target {item!r}: write NAME=VALUE with VALUE in [-1, 1], e.g. --target evil=-1"
             )

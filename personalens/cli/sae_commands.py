@@ -11,6 +11,7 @@ import html as html_lib
 from pathlib import Path
 
 from personalens._io import atomic_write_text
+from personalens._validate import check_count
 from personalens.cli import common
 from personalens.errors import PersonaLensError
 
@@ -83,6 +84,10 @@ def cmd_decompose(args: argparse.Namespace) -> int:
     from personalens.sae.load import load_sae
     from personalens.vectors.resolve import load_vector
 
+    check_count("--k", args.k, what="features per layer")
+    if args.k_anti is not None:
+        check_count("--k-anti", args.k_anti, minimum=0, what="anti-aligned features per layer")
+    check_count("--contexts-n", args.contexts_n, what="examples per feature")
     vector_path = Path(args.vector)
     run = Path(args.run) if args.run else None
     if run is None and vector_path.is_dir() and (vector_path / "summary.json").is_file():

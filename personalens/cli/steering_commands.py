@@ -27,23 +27,17 @@ def add_steer_parser(sub) -> None:
     common.add_steering_args(p, required=True)
     p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
     p.add_argument("--system", default=None, help="system prompt")
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--seed", type=int, default=0)
+    common.add_generation_args(p, max_new_tokens=96, temperature=0.0, seed=True)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_steer)
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
-    from personalens.model.generation import GenerationConfig, generate
+    from personalens.model.generation import generate
 
+    config = common.generation_config(args, progress=False)  # checked before the model loads
+    common.check_steering_args(args)
     model = common.load_model_from_args(args)
-    config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        seed=args.seed,
-        progress=False,
-    )
     plain = generate(model, args.prompt, config, system=args.system, backend=args.backend).responses
     handle = common.steering_from_args(model, args)
     try:
@@ -84,13 +78,14 @@ def _side_by_side(left: str, right: str, titles: tuple[str, str]) -> str:
 # ----------------------------------------------------------------------------- steering sweep
 
 
+STEERING_SWEEP_HELP = (
+    "steer at every (layer, coeff), judge trait and coherence; write table and figures"
+)
+
+
 def add_steering_sweep_parser(sub) -> None:
     p = common.add_command(
-        sub,
-        "steering-sweep",
-        help="steer at every (layer, coeff), judge trait and coherence; write table and figures",
-        old_names=("sweep-steer",),
-        model=True,
+        sub, "steering-sweep", help=STEERING_SWEEP_HELP, old_names=("sweep-steer",), model=True
     )
     common.add_backend_arg(p)
     common.add_steering_args(p, required=True, sweep=True)
@@ -107,21 +102,20 @@ def add_steering_sweep_parser(sub) -> None:
     )
     p.add_argument("--system", default=None)
     common.add_judge_args(p)
-    p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--n-per-prompt", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
+    common.add_generation_args(
+        p, max_new_tokens=64, temperature=0.0, seed=True, count="--n-per-prompt", batch_size=32
+    )
     p.add_argument("--quiet", action="store_true")
     common.add_shard_args(p)
     p.set_defaults(func=cmd_steering_sweep)
 
 
 def cmd_steering_sweep(args: argparse.Namespace) -> int:
-    from personalens.model.generation import GenerationConfig
     from personalens.studies.steering_sweep import steering_sweep
     from personalens.vectors.resolve import load_vector
 
+    generation = common.generation_config(args)  # checked before the model loads
+    common.check_steering_args(args)
     shard = common.shard_from_args(args)
     model = common.load_model_from_args(args)
     vector = load_vector(args.vector, model)
@@ -138,13 +132,7 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
         trait=args.trait,
         judge=common.judge_from_args(args),
         system=args.system,
-        generation=GenerationConfig(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            n=args.n_per_prompt,
-            seed=args.seed,
-            batch_size=args.batch_size,
-        ),
+        generation=generation,
         mode=args.mode,
         positions=args.positions,
         coeff_scale=args.coeff_scale,

@@ -42,10 +42,12 @@ def add_screen_parser(sub) -> None:
     p.add_argument(
         "--out", required=True, help="output directory (rerun the same command to resume)"
     )
-    p.add_argument(
-        "--max-new-tokens", type=int, default=128, help="length of the model's own (greedy) reply"
+    common.add_generation_args(
+        p,
+        max_new_tokens=128,
+        batch_size=16,
+        help={"--max-new-tokens": "length of the model's own (greedy) reply", "--batch-size": None},
     )
-    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_shard_args(p)
     p.set_defaults(func=cmd_screen)
@@ -58,6 +60,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     from personalens.studies.screening_data import load_screening_data
     from personalens.vectors.resolve import load_vector
 
+    gen = common.generation_kwargs(args)  # the flags are checked before the model loads
     files = [Path(f) for f in args.data]
     for f in files:  # every file parses (and may fail) before the model loads
         load_screening_data(f)
@@ -70,7 +73,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
     model = common.load_model_from_args(args)
     vector = load_vector(args.vector, model)
     layer = common.layer_or_best(vector, args.layer, "--layer L")
-    generation = GenerationConfig(max_new_tokens=args.max_new_tokens, temperature=0.0)
+    generation = GenerationConfig(max_new_tokens=gen["max_new_tokens"], temperature=0.0)
     results = {}
     for name, f, d in zip(names, files, dirs):
         results[name] = screen(
@@ -80,7 +83,7 @@ def cmd_screen(args: argparse.Namespace) -> int:
             layer=layer,
             out=d,
             generation=generation,
-            batch_size=args.batch_size,
+            batch_size=gen["batch_size"],
             name=name,
             progress=not args.quiet,
             backend=args.backend,
@@ -139,8 +142,12 @@ def add_questionnaire_parser(sub) -> None:
         "not on the Likert scale)",
     )
     common.add_judge_args(p, choose=False)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-new-tokens", type=int, default=32, help="generate/judge reply length")
+    common.add_generation_args(
+        p,
+        max_new_tokens=32,
+        batch_size=16,
+        help={"--max-new-tokens": "generate/judge reply length", "--batch-size": None},
+    )
     common.add_steering_args(p, required=False)
     p.set_defaults(func=cmd_questionnaire)
 
@@ -153,6 +160,8 @@ def cmd_questionnaire(args: argparse.Namespace) -> int:
 
     if args.file and args.name:
         raise PersonaLensError("give --file PATH or --name NAME, not both")
+    gen = common.generation_kwargs(args)  # the flags are checked before the model loads
+    common.check_steering_args(args)
     # the questionnaire is validated before the model loads
     questionnaire = load_questionnaire(args.file or args.name or "big_five")
     model = common.load_model_from_args(args)
@@ -166,8 +175,8 @@ def cmd_questionnaire(args: argparse.Namespace) -> int:
         steering=steering,
         system=args.system,
         method=args.method,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
+        batch_size=gen["batch_size"],
+        max_new_tokens=gen["max_new_tokens"],
         judge=judge,
     )
     full = result.to_dict()

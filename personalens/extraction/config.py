@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from personalens._validate import check_count, check_number, check_pairs
 from personalens.model.generation import GenerationConfig
 
 
@@ -26,6 +27,30 @@ class ExtractionConfig:
     activation_batch_size: int = 16
     judge_chunk: int = 64
     min_heldout_per_class: int = 3
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would silently do the wrong work (an
+        :class:`~personalens.errors.ArgumentError`, also a ``ValueError``)."""
+        check_count("n_per_question", self.n_per_question, what="replies per question and side")
+        for name in ("threshold", "coherence_threshold"):
+            check_number(name, getattr(self, name), lo=0, hi=100, what="a judge score, 0-100")
+        check_pairs("pairs", self.pairs)
+        if self.max_questions is not None:
+            check_count(
+                "max_questions",
+                self.max_questions,
+                what="the first N questions of each split; None for all",
+            )
+        check_count("generation_batch_size", self.generation_batch_size, what="a batch size")
+        check_count("activation_batch_size", self.activation_batch_size, what="a batch size")
+        check_count("judge_chunk", self.judge_chunk, what="replies per judge request")
+        check_count(
+            "min_heldout_per_class",
+            self.min_heldout_per_class,
+            minimum=0,
+            what="kept held-out replies per class before falling back to all",
+        )
+        self.generation_config()  # max_new_tokens, temperature, top_p and seed
 
     def generation_config(self) -> GenerationConfig:
         return GenerationConfig(

@@ -105,6 +105,7 @@ class Trait:
 # ----------------------------------------------------------------------------- validation
 
 RUBRIC_FIELDS = ("question", "answer")
+PAIR_KEYS = ("pos", "neg")
 
 
 def _instruction_pairs(data: dict, fields: Fields) -> tuple[InstructionPair, ...]:
@@ -113,8 +114,13 @@ def _instruction_pairs(data: dict, fields: Fields) -> tuple[InstructionPair, ...
     )
     out = []
     for i, pair in enumerate(pairs):
-        if not isinstance(pair, dict) or not {"pos", "neg"} <= set(pair):
-            raise fields.fail(f"instruction[{i}]", "must be an object with 'pos' and 'neg' strings")
+        if not isinstance(pair, dict) or set(pair) != set(PAIR_KEYS):
+            # a missing side cannot be used, and another key would be dropped without a word
+            got = f"keys {sorted(pair)}" if isinstance(pair, dict) else type(pair).__name__
+            raise fields.fail(
+                f"instruction[{i}]",
+                f"must be an object with exactly the keys 'pos' and 'neg' (strings), got {got}",
+            )
         out.append(
             InstructionPair(
                 fields.text(pair["pos"], f"instruction[{i}].pos"),

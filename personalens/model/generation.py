@@ -29,6 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import TransformerLensKeyValueCache
 
+from personalens._validate import check_count, check_number
 from personalens.engines.hf import HFDecoder, auto_backend_blockers, resolve_backend
 from personalens.errors import PersonaLensError
 from personalens.model.chat import (
@@ -59,14 +60,13 @@ class GenerationConfig:
     progress: bool | None = None  # None: a tqdm bar when there is more than one batch
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.n < 1 or self.batch_size < 1:
-            raise ValueError("n and batch_size must be >= 1")
+        """Refuse a setting that would generate nothing or garbage (an
+        :class:`~personalens.errors.ArgumentError`, also a ``ValueError``)."""
+        check_count("max_new_tokens", self.max_new_tokens, what="tokens per reply")
+        check_number("temperature", self.temperature, lo=0, what="0 = greedy decoding")
+        check_number("top_p", self.top_p, lo=0, hi=1, lo_open=True, what="1 = no nucleus cut")
+        check_count("n", self.n, what="replies per prompt")
+        check_count("batch_size", self.batch_size, what="sequences per forward pass")
 
 
 @dataclass(frozen=True)

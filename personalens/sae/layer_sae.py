@@ -198,18 +198,29 @@ def _short_name(name: str) -> str:
     return name.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
+def check_sae_width(source: str, d_in: int, model: Any, recorded: str | None = None) -> None:
+    """Refuse an SAE of input width ``d_in`` for ``model`` (a ``HookedTransformer``, its config
+    or a PersonaVector) of another ``d_model``: it was trained on another model's residual
+    stream. ``recorded`` is the model name the SAE records, for the message."""
+    if model is None:
+        return
+    _, d_model, name = _model_dims(model)
+    what = f"model {name!r}" if name else "the model"
+    if d_in != d_model:
+        raise PersonaLensError(
+            f"{source} has d_in={d_in} but {what} has d_model={d_model}: the SAE was "
+            f"trained on another model's residual stream. Fix: use an SAE trained on {what}"
+            + (f" (this one records model {recorded!r})" if recorded else "")
+            + "."
+        )
+
+
 def _check_against_model(sae: LayerSAE, model: Any) -> None:
     if model is None:
         return
-    n_layers, d_model, name = _model_dims(model)
+    check_sae_width(sae.source, sae.d_in, model, sae.model_name)
+    n_layers, _, name = _model_dims(model)
     what = f"model {name!r}" if name else "the model"
-    if sae.d_in != d_model:
-        raise PersonaLensError(
-            f"{sae.source} has d_in={sae.d_in} but {what} has d_model={d_model}: the SAE was "
-            f"trained on another model's residual stream. Fix: use an SAE trained on {what}"
-            + (f" (this one records model {sae.model_name!r})" if sae.model_name else "")
-            + "."
-        )
     if sae.layer >= n_layers:
         raise PersonaLensError(
             f"{sae.source} is an SAE of layer {sae.layer} ({sae.hook}) but {what} has only "

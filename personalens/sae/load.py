@@ -30,11 +30,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
+
 from personalens.conventions import check_layer
 from personalens.errors import PersonaLensError
 from personalens.model.embedded import EMBEDDED_MODEL_NAME
 from personalens.model.load import hub_offline, is_network_error
-from personalens.sae.layer_sae import LOCAL_FIX, RESID_POST, LayerSAE, _model_dims, as_layer_sae
+from personalens.sae.layer_sae import (
+    LOCAL_FIX,
+    RESID_POST,
+    LayerSAE,
+    _model_dims,
+    as_layer_sae,
+    check_sae_width,
+)
 
 SAE_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "sae"
 SAE_CFG_FILE = "cfg.json"
@@ -146,7 +155,8 @@ def load_sae(
                 + ("pass layer=L to pick one." if layer is None else f"none for layer {layer}.")
             )
         path = layers[_resolve_layer(layer, model)]
-    return as_layer_sae(_from_disk(path, device, dtype), layer, model=model, source=str(path))
+    sae = _from_disk(path, device, dtype, model)
+    return as_layer_sae(sae, layer, model=model, source=str(path))
 
 
 def _resolve_layer(layer: int, model: Any) -> int:
@@ -180,7 +190,7 @@ def _load_embedded(layer: int | None, model: Any, device: str, dtype: str | None
             "pass a local SAE directory (a folder with cfg.json and sae_weights.safetensors)."
         )
     return as_layer_sae(
-        _from_disk(layers[resolved], device, dtype),
+        _from_disk(layers[resolved], device, dtype, model),
         resolved,
         model=model,
         source=f"embedded:{layers[resolved]}",
@@ -195,20 +205,51 @@ def _sae_class() -> Any:
     return SAE
 
 
-def _from_disk(path: Path, device: str, dtype: str | None) -> Any:
-    SAE = _sae_class()
+def _check_cfg(path: Path, model: Any) -> None:
+    """Read ``cfg.json`` and refuse an SAE whose ``d_in`` is not the model's ``d_model``, before
+    any weight is loaded."""
+    cfg_file = path / SAE_CFG_FILE
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise PersonaLensError(
+            f"Could not read the SAE config {cfg_file} ({type(exc).__name__}: {exc}). Save the "
+            "SAE again (sae.save_model(dir))."
+        ) from None
+    if not isinstance(cfg, dict):
+        raise PersonaLensError(
+            f"{cfg_file} holds {type(cfg).__name__}, not the JSON object SAE.save_model writes. "
+            "Save the SAE again (sae.save_model(dir))."
+        )
+    d_in = cfg.get("d_in")
+    if isinstance(d_in, int) and not isinstance(d_in, bool):
+        meta = cfg.get("metadata")
+        recorded = meta.get("model_name") if isinstance(meta, dict) else None
+        check_sae_width(str(path), d_in, model, recorded if isinstance(recorded, str) else None)
 
+
+def _from_disk(path: Path, device: str, dtype: str | None, model: Any = None) -> Any:
     if not (path / SAE_WEIGHTS_FILE).is_file():
         raise PersonaLensError(
             f"{path} has {SAE_CFG_FILE} but no {SAE_WEIGHTS_FILE}: the save is incomplete. "
             "Save the SAE again (sae.save_model(dir))."
         )
+    _check_cfg(path, model)
+    SAE = _sae_class()
     try:
         return SAE.load_from_disk(path, device=device, dtype=dtype)
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except SafetensorError as exc:
+        raise PersonaLensError(
+            f"The SAE weights file {path / SAE_WEIGHTS_FILE} is damaged or cut short "
+            f"({exc}): it was not completely written or copied. Save the SAE again "
+            "(sae.save_model(dir)) or copy the file again."
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        # RuntimeError: weights of another shape than cfg.json says (torch's load_state_dict)
         raise PersonaLensError(
             f"Could not load the SAE in {path} with sae-lens SAE.load_from_disk "
-            f"({type(exc).__name__}: {exc}). Check that it was written by SAE.save_model."
+            f"({type(exc).__name__}: {exc}). Check that it was written by SAE.save_model "
+            f"and that {SAE_CFG_FILE} belongs to {SAE_WEIGHTS_FILE}."
         ) from exc
 
 

@@ -18,6 +18,7 @@ projections of reference prompts (:func:`~personalens.steering.calibration.calib
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
-from personalens.errors import PersonaLensError
+from personalens._validate import check_number
+from personalens.errors import ArgumentError, PersonaLensError
 from personalens.steering.calibration import calibrate_cap, residual_norms
 from personalens.steering.edits import MODES, LayerEdit, Positions, check_positions
 from personalens.steering.resolve import (
@@ -76,8 +78,10 @@ def plan_steering(
 ) -> SteeringPlan:
     """Check a steering request against the model and resolve it to per-layer edits.
 
-    Validation happens here, before any hook is attached, so bad input fails fast with a clear
-    message. Arguments are those of :func:`~personalens.steering.hooks.steer`.
+    Validation happens here, before any hook is attached and before any calibration forward
+    pass, so bad input fails fast with a clear message: a coefficient or bound that is NaN,
+    infinite or beyond ±1e6 raises :class:`~personalens.errors.ArgumentError`. Arguments are
+    those of :func:`~personalens.steering.hooks.steer`.
     """
     if mode not in MODES:
         raise PersonaLensError(f"unknown steering mode {mode!r}: use one of {MODES}")
@@ -86,11 +90,13 @@ def plan_steering(
     if cap_side not in ("max", "min"):
         raise PersonaLensError(f"cap_side must be 'max' or 'min', got {cap_side!r}")
     check_positions(positions)
+    check_number("percentile", percentile, lo=0, hi=100, what="the cap calibration percentile")
     dirs = vector_directions(model, vector)
     layer_list = resolve_layers(model, vector, layers)
     if mode == "add" and coeff is None:
         raise PersonaLensError("mode='add' needs a coefficient: steer(model, v, coeff=4.0, ...)")
-    coeffs = per_layer("coeff", 1.0 if coeff is None else coeff, layer_list, model.cfg.n_layers)
+    n_layers = model.cfg.n_layers
+    coeffs = per_layer("coeff", 1.0 if coeff is None else coeff, layer_list, n_layers)
     if mode == "add":
         deltas = _add_deltas(
             model, dirs[layer_list], layer_list, coeffs, coeff_scale, reference, resid_norms
@@ -150,6 +156,15 @@ def _add_deltas(
                 raise PersonaLensError(
                     f"resid_norms has shape {tuple(norms.shape)}; need one norm per layer "
                     f"({n_layers})"
+                )
+            bad = [L for L in layers if not (math.isfinite(float(norms[L])) and norms[L] >= 0)]
+            if bad:
+                where = "resid_norms" if resid_norms is not None else "the residual norms"
+                raise ArgumentError(
+                    f"{where} at layer(s) {bad} are {[float(norms[L]) for L in bad]}: "
+                    "coeff_scale='resid' multiplies the direction by them, so each must be a "
+                    "finite number >= 0; pass residual_norms(model) of this model, or "
+                    "coeff_scale='unit'"
                 )
             scaled = scaled * norms.to(scaled.device)[layers, None]
     return [(coeffs[i] * scaled[i]).to(model.cfg.dtype) for i in range(len(layers))]

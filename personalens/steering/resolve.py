@@ -7,6 +7,7 @@ request the same way and fail with the same messages.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,8 +15,9 @@ import torch
 from torch import Tensor
 
 from personalens._types import LayerDirections
-from personalens.conventions import check_layer, select_layers
-from personalens.errors import PersonaLensError
+from personalens._validate import check_steering_value
+from personalens.conventions import select_layers
+from personalens.errors import ArgumentError, PersonaLensError
 from personalens.vectors.vector import PersonaVector
 
 if TYPE_CHECKING:
@@ -62,18 +64,34 @@ def resolve_layers(model: HookedTransformer, vector: Any, layers: LayerSpec) -> 
 
 
 def per_layer(name: str, value: PerLayer | None, layers: list[int], n_layers: int) -> list:
-    """One value per steered layer from a scalar, a list aligned with ``layers`` or a mapping."""
-    if value is None or isinstance(value, int | float):
-        return [value] * len(layers)
+    """One value per steered layer from a scalar, a list aligned with ``layers`` or a mapping.
+
+    Every value is a steering coefficient or cap bound, checked by
+    :func:`~personalens._validate.check_steering_value` (finite, at most 1e6 in magnitude:
+    an :class:`~personalens.errors.ArgumentError` otherwise); ``None`` stays ``None``.
+    """
+    if value is None:
+        return [None] * len(layers)
     if isinstance(value, Tensor):
         value = value.tolist()
+    if isinstance(value, numbers.Real):
+        check_steering_value(name, value)
+        return [value] * len(layers)
     if isinstance(value, Mapping):
-        keyed = {check_layer(int(k), n_layers): float(v) for k, v in value.items()}
+        keyed = {
+            select_layers(k, n_layers)[0]: check_steering_value(f"{name}[{k!r}]", v)
+            for k, v in value.items()
+        }
         missing = [L for L in layers if L not in keyed]
         if missing:
             raise PersonaLensError(f"{name} gives no value for layer(s) {missing}")
         return [keyed[L] for L in layers]
-    values = [float(v) for v in value]
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise ArgumentError(
+            f"{name}={value!r}: give one number, one per layer in the same order as the layers, "
+            "or a {layer: value} mapping"
+        )
+    values = [check_steering_value(f"{name}[{i}]", v) for i, v in enumerate(value)]
     if len(values) != len(layers):
         raise PersonaLensError(
             f"{name} has {len(values)} values for {len(layers)} layers {layers}: give one "
