@@ -12,6 +12,9 @@ The CLI must start fast: torch-heavy modules are imported inside the functions t
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from personalens._validate import (
@@ -20,6 +23,8 @@ from personalens._validate import (
     check_steering_value,
 )
 from personalens.errors import ArgumentError, PersonaLensError
+from personalens.runs.lock import run_lock
+from personalens.runs.run_dir import make_run_dir
 
 VECTOR_HELP = (
     "a persona vector: an extraction run directory, a .json/.safetensors pair, a llama.cpp "
@@ -307,3 +312,14 @@ def steering_from_args(model, args: argparse.Namespace, *, plan_only: bool = Fal
     vector = load_vector(args.vector, model)
     steer = plan_steering if plan_only else add_steering
     return steer(model, vector, args.coeff, layers=args.layer, **steering_kwargs(args))
+
+
+@contextlib.contextmanager
+def holding_run_dirs(dirs: Sequence[str | os.PathLike[str]], shard: Any = None) -> Iterator[None]:
+    """Hold each run directory (:func:`~personalens.runs.lock.run_lock`; shared for a sharded
+    worker) from before the model loads to the end of the command, so ``--out`` on a file or
+    on a directory another process is writing fails in a second, not after loading."""
+    with contextlib.ExitStack() as stack:
+        for d in dirs:
+            stack.enter_context(run_lock(make_run_dir(d), shared=shard is not None))
+        yield

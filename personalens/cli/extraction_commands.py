@@ -131,19 +131,20 @@ def cmd_extract(args: argparse.Namespace) -> int:
         )
     judge = common.judge_from_args(args)
     shard = common.shard_from_args(args)
-    model = common.load_model_from_args(args)
-    result = extract(
-        model,
-        trait,
-        judge,
-        config,
-        run_dir=args.out,
-        progress=not args.quiet,
-        backend=args.backend,
-        shard=shard,
-    )
-    print(json.dumps({k: result.summary[k] for k in EXTRACT_SUMMARY_KEYS}))
-    return 0
+    with common.holding_run_dirs([args.out], shard):
+        model = common.load_model_from_args(args)
+        result = extract(
+            model,
+            trait,
+            judge,
+            config,
+            run_dir=args.out,
+            progress=not args.quiet,
+            backend=args.backend,
+            shard=shard,
+        )
+        print(json.dumps({k: result.summary[k] for k in EXTRACT_SUMMARY_KEYS}))
+        return 0
 
 
 def _extraction_config(args: argparse.Namespace):

@@ -117,34 +117,35 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
     generation = common.generation_config(args)  # checked before the model loads
     common.check_steering_args(args)
     shard = common.shard_from_args(args)
-    model = common.load_model_from_args(args)
-    vector = load_vector(args.vector, model)
-    prompts = _read_prompts(Path(args.prompts_file)) if args.prompts_file else None
-    layers = args.layers
-    if layers is None:
-        layers = [common.layer_or_best(vector, None, "--layers L [L ...]")]
-    result = steering_sweep(
-        model,
-        vector,
-        prompts,
-        layers=layers,
-        coeffs=args.coeffs,
-        trait=args.trait,
-        judge=common.judge_from_args(args),
-        system=args.system,
-        generation=generation,
-        mode=args.mode,
-        positions=args.positions,
-        coeff_scale=args.coeff_scale,
-        out=args.out,
-        progress=not args.quiet,
-        backend=args.backend,
-        shard=shard,
-    )
-    if common.is_follower(shard, "the tables and figures"):
+    with common.holding_run_dirs([args.out], shard):
+        model = common.load_model_from_args(args)
+        vector = load_vector(args.vector, model)
+        prompts = _read_prompts(Path(args.prompts_file)) if args.prompts_file else None
+        layers = args.layers
+        if layers is None:
+            layers = [common.layer_or_best(vector, None, "--layers L [L ...]")]
+        result = steering_sweep(
+            model,
+            vector,
+            prompts,
+            layers=layers,
+            coeffs=args.coeffs,
+            trait=args.trait,
+            judge=common.judge_from_args(args),
+            system=args.system,
+            generation=generation,
+            mode=args.mode,
+            positions=args.positions,
+            coeff_scale=args.coeff_scale,
+            out=args.out,
+            progress=not args.quiet,
+            backend=args.backend,
+            shard=shard,
+        )
+        if common.is_follower(shard, "the tables and figures"):
+            return 0
+        _write_steering_sweep(result, Path(args.out))
         return 0
-    _write_steering_sweep(result, Path(args.out))
-    return 0
 
 
 def _read_prompts(path: Path) -> list[str]:

@@ -70,29 +70,30 @@ def cmd_screen(args: argparse.Namespace) -> int:
     out = Path(args.out)
     dirs = [out] if len(files) == 1 else [out / n for n in names]
     shard = common.shard_from_args(args)
-    model = common.load_model_from_args(args)
-    vector = load_vector(args.vector, model)
-    layer = common.layer_or_best(vector, args.layer, "--layer L")
-    generation = GenerationConfig(max_new_tokens=gen["max_new_tokens"], temperature=0.0)
-    results = {}
-    for name, f, d in zip(names, files, dirs):
-        results[name] = screen(
-            model,
-            vector,
-            f,
-            layer=layer,
-            out=d,
-            generation=generation,
-            batch_size=gen["batch_size"],
-            name=name,
-            progress=not args.quiet,
-            backend=args.backend,
-            shard=shard,
-        )
-    if common.is_follower(shard, "the tables and the figure"):
+    with common.holding_run_dirs(dirs, shard):
+        model = common.load_model_from_args(args)
+        vector = load_vector(args.vector, model)
+        layer = common.layer_or_best(vector, args.layer, "--layer L")
+        generation = GenerationConfig(max_new_tokens=gen["max_new_tokens"], temperature=0.0)
+        results = {}
+        for name, f, d in zip(names, files, dirs):
+            results[name] = screen(
+                model,
+                vector,
+                f,
+                layer=layer,
+                out=d,
+                generation=generation,
+                batch_size=gen["batch_size"],
+                name=name,
+                progress=not args.quiet,
+                backend=args.backend,
+                shard=shard,
+            )
+        if common.is_follower(shard, "the tables and the figure"):
+            return 0
+        _write_screening(results, dirs, out)
         return 0
-    _write_screening(results, dirs, out)
-    return 0
 
 
 def _write_screening(results: dict, dirs: list[Path], out: Path) -> None:

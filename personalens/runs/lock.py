@@ -5,7 +5,7 @@ a second process on the same directory is refused with a :class:`~personalens.er
 naming that PID. The workers of a sharded run (``shard="i/n"``) take it shared, so they run
 together as before, while a plain run on the same directory is refused (and the other way
 round). The kernel drops the lock when its process dies, also after ``kill -9``: a lock file
-left behind by a dead process is stale and is simply taken over. The lock is advisory, local
+left behind by a dead process is stale and is simply taken over. Holds nest within a process. The lock is advisory, local
 to one machine's file system view (``flock``), and never deletes or rewrites run data.
 """
 
@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,29 +33,54 @@ F = TypeVar("F", bound=Callable[..., Any])
 LOCK_FILE = ".personalens.lock"
 
 
+# the directories this process holds: resolved path -> [fd, shared, depth]
+_HELD: dict[Path, list[Any]] = {}
+_HELD_GUARD = threading.Lock()
+
+
 @contextlib.contextmanager
 def run_lock(run: str | os.PathLike[str], *, shared: bool = False) -> Iterator[Path]:
-    """Hold the run directory ``run`` (created if missing) for the ``with`` block.
+    """Hold the run directory ``run`` (which must exist) for the ``with`` block.
 
     ``shared=True`` for the workers of a sharded run. Raises :class:`RunDirError` at once when
-    another live process holds it in a conflicting way. The same process may not nest two
-    exclusive holds of one directory (the second is refused like another process's).
+    another live process holds it in a conflicting way. Within one process a hold nests (the
+    CLI holds the directory while it loads the model, then the study holds it again); threads
+    of one process acting as sharded workers share it.
     """
     run = Path(run)
+    key = run.resolve()
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is not None:
+            if held[1] and not shared:
+                raise RunDirError(_refusal(run, run / LOCK_FILE, shared))
+            held[2] += 1
+        else:
+            _HELD[key] = [_acquire(run, shared), shared, 1]
+    try:
+        yield run
+    finally:
+        with _HELD_GUARD:
+            held = _HELD[key]
+            held[2] -= 1
+            if held[2] == 0:
+                del _HELD[key]
+                os.close(held[0])  # releases the lock; the file stays (only informative)
+
+
+def _acquire(run: Path, shared: bool) -> int:
     path = run / LOCK_FILE
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunDirError(_refusal(run, path, shared)) from None
-        if not shared:
-            holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
-        yield run
-    finally:
-        os.close(fd)  # releases the lock; the file stays (its content is only informative)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunDirError(_refusal(run, path, shared)) from None
+    os.ftruncate(fd, 0)  # an earlier holder's PID would misname who holds it now
+    if not shared:
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": _now()}
+        os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
+    return fd
 
 
 def holds_run_dir(out: str = "out", shard: str | None = "shard") -> Callable[[F], F]:

@@ -9,6 +9,7 @@ cases.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -16,7 +17,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -163,55 +163,65 @@ def test_extract_on_a_log_damaged_in_the_middle_stops_and_keeps_the_run(tiny_mod
 # ----------------------------------------------------------------------------- 3. one writer
 
 
+HOLDER = (
+    "import sys, time\n"
+    "from personalens.runs.lock import run_lock\n"
+    "with run_lock(sys.argv[1], shared=sys.argv[2] == 'shared'):\n"
+    "    print('held', flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+@contextlib.contextmanager
+def held_by_another_process(run: Path, shared: bool = False):
+    """``run`` held by a child process (the lock is per process: holds nest within one)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run), "shared" if shared else "exclusive"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGKILL)  # kill -9: the kernel drops its lock
+        proc.wait()
+
+
 def test_a_second_writer_is_refused_with_the_holders_pid(tiny_model, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
-    with run_lock(run):
-        with pytest.raises(RunDirError, match=rf"in use by process {os.getpid()}"):
+    with held_by_another_process(run) as other:
+        with pytest.raises(RunDirError, match=rf"in use by process {other.pid}"):
             extract(tiny_model, parse_trait(TRAIT), StubJudge(), CFG, run, progress=False)
-    assert not (run / "config.json").exists()
-    assert not (run / "responses.jsonl").exists()
+    assert sorted(p.name for p in run.iterdir()) == [LOCK_FILE]  # nothing else written
+    # the holder was killed with -9: its lock is gone, the rerun proceeds
+    extract(tiny_model, parse_trait(TRAIT), StubJudge(), CFG, run, progress=False)
+    assert (run / "summary.json").exists()
 
 
-def test_shared_holders_coexist_and_exclude_a_plain_run(tmp_path):
-    with run_lock(tmp_path, shared=True), run_lock(tmp_path, shared=True):
+def test_sharded_workers_share_and_exclude_a_plain_run(tmp_path):
+    with held_by_another_process(tmp_path, shared=True):
+        with run_lock(tmp_path, shared=True):  # another worker of the sharded run
+            pass
         with pytest.raises(RunDirError, match="workers of a sharded run"):
             with run_lock(tmp_path):
                 pass
-    with run_lock(tmp_path):  # free again
-        with pytest.raises(RunDirError, match="--shard i/n"):
+    with held_by_another_process(tmp_path) as other:
+        with pytest.raises(RunDirError, match=rf"process {other.pid}.*--shard i/n"):
             with run_lock(tmp_path, shared=True):
                 pass
 
 
-def test_a_lock_left_by_a_killed_process_is_taken_over(tmp_path):
-    code = (
-        "import sys, time\n"
-        "from personalens.runs.lock import run_lock\n"
-        "with run_lock(sys.argv[1]):\n"
-        "    print('held', flush=True)\n"
-        "    time.sleep(60)\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout.readline().strip() == "held"
-        with pytest.raises(RunDirError, match=rf"in use by process {proc.pid}"):
+def test_holds_nest_within_one_process(tmp_path):
+    with run_lock(tmp_path), run_lock(tmp_path), run_lock(tmp_path, shared=True):
+        pass
+    with run_lock(tmp_path, shared=True):
+        with pytest.raises(RunDirError):  # a sharded worker cannot become the only writer
             with run_lock(tmp_path):
                 pass
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert (tmp_path / LOCK_FILE).exists()  # the stale file stays; its lock died with it
-    deadline = time.monotonic() + 5
-    while True:
-        try:
-            with run_lock(tmp_path):
-                break
-        except RunDirError:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+    with held_by_another_process(tmp_path):  # everything was released
+        pass
 
 
 # ----------------------------------------------------------------------------- 4. damaged cache
@@ -306,7 +316,7 @@ def test_every_study_with_a_run_directory_holds_it(study, tmp_path):
         if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty
     ]
     args = [None] * len(required)
-    with run_lock(tmp_path):  # refused before the study looks at its other arguments
+    with held_by_another_process(tmp_path):  # refused before the study reads its arguments
         with pytest.raises(RunDirError, match="one writer per run directory"):
             fn(*args, out=tmp_path)
     (tmp_path / "file").write_text("")
@@ -365,3 +375,37 @@ def test_a_rerun_asks_again_for_nan_rows_but_logs_no_repeat(tiny_model, tmp_path
     extract(tiny_model, parse_trait(TRAIT), SometimesNanJudge(), cfg, run, progress=False)
     assert SometimesNanJudge.calls == 1 + nan_rows  # the probe, then only the NaN rows
     assert (run / "judge_scores.jsonl").read_bytes() == log  # the same NaN is not logged again
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["extract", "--trait", "evil", "--judge", "offline"],
+        ["steering-sweep", "--vector", "evil", "--coeffs", "0", "4"],
+        ["screen", "--vector", "evil", "--data", "DATA"],
+    ],
+)
+def test_the_cli_checks_out_before_loading_the_model(argv, tmp_path, monkeypatch, capsys):
+    from personalens.cli import common
+    from personalens.cli.main import main
+
+    def load(args):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(common, "load_model_from_args", load)
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi", "answer": "Hello"}) + "\n")
+    argv = [str(data) if a == "DATA" else a for a in argv]
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert main([*argv, "--out", str(notes)]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+    run = tmp_path / "run"
+    run.mkdir()
+    with held_by_another_process(run) as other:
+        assert main([*argv, "--out", str(run)]) == 2
+    assert f"in use by process {other.pid}" in capsys.readouterr().err
