@@ -23,8 +23,6 @@ from personalens._validate import (
     check_steering_value,
 )
 from personalens.errors import ArgumentError, PersonaLensError
-from personalens.runs.lock import run_lock
-from personalens.runs.run_dir import make_run_dir
 
 VECTOR_HELP = (
     "a persona vector: an extraction run directory, a .json/.safetensors pair, a llama.cpp "
@@ -319,6 +317,9 @@ def holding_run_dirs(dirs: Sequence[str | os.PathLike[str]], shard: Any = None) 
     """Hold each run directory (:func:`~personalens.runs.lock.run_lock`; shared for a sharded
     worker) from before the model loads to the end of the command, so ``--out`` on a file or
     on a directory another process is writing fails in a second, not after loading."""
+    from personalens.runs.lock import run_lock  # runs/ imports torch: not at CLI start-up
+    from personalens.runs.run_dir import make_run_dir
+
     with contextlib.ExitStack() as stack:
         for d in dirs:
             stack.enter_context(run_lock(make_run_dir(d), shared=shard is not None))
