@@ -1,6 +1,7 @@
 """The statistics of personalens: ROC-AUC (plain and bootstrap-weighted), bootstrap resamples
-and percentile intervals, Cohen's d, Pearson r with its Fisher-z interval, NaN-aware means, and
-the Wilson interval of a proportion."""
+and percentile intervals (stratified pos/neg resamples of per-column AUCs), Cohen's d, Pearson r
+with its Fisher-z interval, Spearman's rho with its Fisher-z interval, NaN-aware means, and the
+Wilson interval of a proportion."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from jaxtyping import Float
 from torch import Tensor
 
 from personalens.errors import PersonaLensError
+
+Interval = tuple[float, float]
+
+# bootstrap AUCs are computed in blocks of resamples of about this many float64 values
+_BLOCK_ELEMENTS = 8_000_000
 
 
 def weighted_auc(
@@ -67,6 +73,52 @@ def bootstrap_counts(n: int, n_boot: int, generator: torch.Generator) -> Float[T
     idx = torch.randint(0, n, (n_boot, n), generator=generator)
     counts = torch.zeros(n_boot, n, dtype=torch.float64)
     return counts.scatter_add_(1, idx, torch.ones(n_boot, n, dtype=torch.float64))
+
+
+def stratified_bootstrap_counts(
+    n_pos: int, n_neg: int, n_boot: int, seed: int
+) -> tuple[Float[Tensor, "n_boot n_pos"], Float[Tensor, "n_boot n_neg"]]:
+    """Multiplicities of ``n_boot`` stratified resamples: pos and neg samples are redrawn
+    separately with replacement (so both classes keep their sizes), pos first, from
+    ``torch.Generator().manual_seed(seed)``: the same seed gives the same resamples."""
+    g = torch.Generator().manual_seed(seed)
+    return bootstrap_counts(n_pos, n_boot, g), bootstrap_counts(n_neg, n_boot, g)
+
+
+def bootstrap_auc(
+    pos: Float[Tensor, "n_pos n_cols"],
+    neg: Float[Tensor, "n_neg n_cols"],
+    w_pos: Float[Tensor, "n_boot n_pos"],
+    w_neg: Float[Tensor, "n_boot n_neg"],
+) -> Float[Tensor, "n_boot n_cols"]:
+    """:func:`weighted_auc` of every resample, in blocks of resamples that bound the memory."""
+    n_pos, n_neg, n_cols = pos.shape[0], neg.shape[0], pos.shape[1]
+    block = max(1, _BLOCK_ELEMENTS // max(1, n_cols * (n_pos + n_neg + 1)))
+    return torch.cat(
+        [
+            weighted_auc(pos, neg, w_pos[i : i + block], w_neg[i : i + block])
+            for i in range(0, w_pos.shape[0], block)
+        ]
+    )
+
+
+def auc_intervals(
+    pos: Float[Tensor, "n_pos n_cols"],
+    neg: Float[Tensor, "n_neg n_cols"],
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> tuple[Interval, ...] | None:
+    """Percentile bootstrap interval of the ROC-AUC of each column (float64 scores), over
+    ``n_boot`` :func:`stratified_bootstrap_counts` resamples; ``None`` when ``n_boot`` is 0 or
+    a class is empty. The layer sweep draws the same resamples, so with the same ``n_boot``,
+    ``ci`` and ``seed`` its intervals are these."""
+    p, q = pos.to(torch.float64), neg.to(torch.float64)
+    if n_boot <= 0 or p.shape[0] == 0 or q.shape[0] == 0:
+        return None
+    w_pos, w_neg = stratified_bootstrap_counts(p.shape[0], q.shape[0], n_boot, seed)
+    return percentile_intervals(bootstrap_auc(p, q, w_pos, w_neg), ci)
 
 
 def percentile_intervals(
@@ -128,6 +180,43 @@ def pearson_ci(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
         return (math.nan, math.nan)
     z = math.atanh(max(min(r, 1 - 1e-12), -1 + 1e-12))
     half = NormalDist().inv_cdf(0.5 + level / 2) / math.sqrt(n - 3)
+    return (math.tanh(z - half), math.tanh(z + half))
+
+
+def average_ranks(values: Any) -> np.ndarray:
+    """Ranks 1..n of ``values`` with ties given their average rank (``scipy.stats.rankdata``'s
+    default)."""
+    a = np.asarray(values, dtype=np.float64).ravel()
+    order = np.argsort(a, kind="mergesort")
+    inverse = np.empty(len(a), dtype=np.intp)
+    inverse[order] = np.arange(len(a))
+    s = a[order]
+    first = np.r_[True, s[1:] != s[:-1]]
+    dense = first.cumsum()[inverse]
+    bounds = np.r_[np.nonzero(first)[0], len(a)]
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+
+
+def spearman_r(x: Any, y: Any) -> float:
+    """Spearman's rank correlation of paired values (Pearson r of their average ranks); pairs
+    with a NaN are dropped. NaN when fewer than 3 pairs remain or either side is constant."""
+    a = np.asarray(x.tolist() if isinstance(x, Tensor) else x, dtype=np.float64).ravel()
+    b = np.asarray(y.tolist() if isinstance(y, Tensor) else y, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"spearman_r needs paired values, got {len(a)} and {len(b)}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    if keep.sum() < 3:
+        return math.nan
+    return pearson_r(average_ranks(a[keep]), average_ranks(b[keep]))
+
+
+def spearman_ci(rho: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of Spearman's ``rho`` from ``n`` pairs: Fisher z with the variance
+    ``1.06 / (n - 3)`` of Fieller, Hartley and Pearson (1957). NaN when n < 4."""
+    if n < 4 or math.isnan(rho):
+        return (math.nan, math.nan)
+    z = math.atanh(max(min(rho, 1 - 1e-12), -1 + 1e-12))
+    half = NormalDist().inv_cdf(0.5 + level / 2) * math.sqrt(1.06 / (n - 3))
     return (math.tanh(z - half), math.tanh(z + half))
 
 

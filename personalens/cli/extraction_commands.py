@@ -18,7 +18,10 @@ from personalens.cli import common
 from personalens.errors import ArgumentError
 
 # the summary.json keys `extract` prints
-EXTRACT_SUMMARY_KEYS = "trait model judge n_pos n_neg best_layer best_auc timings_s".split()
+EXTRACT_SUMMARY_KEYS = (
+    "trait model judge n_pos n_neg best_layer best_auc best_layer_neutral best_auc_neutral "
+    "timings_s"
+).split()
 
 # ----------------------------------------------------------------------------- traits
 
@@ -244,14 +247,20 @@ def cmd_layer_sweep(args: argparse.Namespace) -> int:
     save_html(plot_layer_sweep(dict(zip(labels, results)), variant), html_path)
     width = max(len(label) for label in labels)
     for label, result in zip(labels, results):
+        readings = [(False, "with system prompt")]
+        if result.neutral is not None:
+            readings.append((True, "reply only"))
         for v in result.variants:
-            b = result.best(v)
-            ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b["auc_ci"] else ""
-            print(
-                f"{label:<{width}}  {v:<17}  best layer {b['layer']:>3}  AUC {b['auc']:.3f}{ci}"
-                f"  d {b['cohens_d']:.2f}  (n {b['n_pos']} pos / {b['n_neg']} neg, "
-                f"{result.evaluated_on})"
-            )
+            for neutral, reading in readings:
+                b = result.best(v, neutral=neutral)
+                ci = f" [{b['auc_ci'][0]:.3f}, {b['auc_ci'][1]:.3f}]" if b["auc_ci"] else ""
+                print(
+                    f"{label:<{width}}  {v:<17}  {reading:<18}  best layer {b['layer']:>3}  "
+                    f"AUC {b['auc']:.3f}{ci}  d {b['cohens_d']:.2f}  (n {b['n_pos']} pos / "
+                    f"{b['n_neg']} neg, {result.evaluated_on})"
+                )
+        if result.note:
+            print(f"{label}: {result.note}")
     print(f"wrote {', '.join(str(p) for p in json_paths)}, {html_path}")
     return 0
 

@@ -4,11 +4,14 @@
 """
 
 from personalens.extraction.config import ExtractionConfig
-from personalens.extraction.heldout import heldout_layer_auc
+from personalens.extraction.heldout import heldout_layer_auc, measure_heldout
 from personalens.extraction.jobs import build_jobs
 from personalens.extraction.pipeline import ExtractionResult, extract, extract_persona_vector
 from personalens.extraction.responses import filter_pairs, generate_responses, judge_responses
-from personalens.extraction.run_activations import collect_run_activations
+from personalens.extraction.run_activations import (
+    collect_neutral_activations,
+    collect_run_activations,
+)
 from personalens.extraction.traits import Trait, list_traits, load_trait, parse_trait, save_trait
 
 __all__ = [
@@ -16,6 +19,7 @@ __all__ = [
     "ExtractionResult",
     "Trait",
     "build_jobs",
+    "collect_neutral_activations",
     "collect_run_activations",
     "extract",
     "extract_persona_vector",
@@ -25,6 +29,7 @@ __all__ = [
     "judge_responses",
     "list_traits",
     "load_trait",
+    "measure_heldout",
     "parse_trait",
     "save_trait",
 ]

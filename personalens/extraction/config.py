@@ -48,7 +48,7 @@ class ExtractionConfig:
             "min_heldout_per_class",
             self.min_heldout_per_class,
             minimum=0,
-            what="kept held-out replies per class before falling back to all",
+            what="kept held-out replies per class for the kept-subset AUC reported beside the headline",
         )
         self.generation_config()  # max_new_tokens, temperature, top_p and seed
 

@@ -11,11 +11,19 @@ Stages (each callable on its own from a notebook; with ``run_dir`` each caches i
    split/pair/question/sample keys (never by row order), when pos >= threshold,
    neg < 100 - threshold and both coherence >= 50.
 4. :func:`~personalens.extraction.run_activations.collect_run_activations`: response-average,
-   prompt-average and last-prompt-token summaries at every layer for the kept samples.
+   prompt-average and last-prompt-token summaries at every layer for the kept extraction pairs
+   and every held-out reply, each read after its system prompt and question; then
+   :func:`~personalens.extraction.run_activations.collect_neutral_activations`: the held-out
+   replies read again after their question alone (no system prompt; one more forward pass per
+   held-out reply).
 5. :func:`extract_persona_vector`: mean(pos) - mean(neg) per layer, a ``[n_layers, d_model]``
    :class:`~personalens.vectors.vector.PersonaVector` per variant.
-6. :func:`~personalens.extraction.heldout.heldout_layer_auc`: ROC-AUC per layer of the
-   projection onto the vector separating held-out pos from neg samples.
+6. :func:`~personalens.extraction.heldout.measure_heldout`: ROC-AUC per layer (bootstrap CI) of
+   the projection onto the vector separating all held-out pos from neg replies, with the system
+   prompt in context (``layer_auc``, confounded by the prompt) and without it
+   (``layer_auc_neutral``: does the reply's text carry the trait; its best layer is the
+   vectors' ``best_layer``), the judge-kept subset beside them, and the Spearman correlation of
+   the clean projection with the judge's trait score.
 
 :func:`extract` runs them all. Its settings are an
 :class:`~personalens.extraction.config.ExtractionConfig`.
@@ -49,7 +57,7 @@ from personalens._io import atomic_write_json, check_run_config
 from personalens.engines.hf import resolve_backend
 from personalens.errors import PersonaLensError
 from personalens.extraction.config import ExtractionConfig
-from personalens.extraction.heldout import HeldoutSets, heldout_layer_auc, heldout_sets
+from personalens.extraction.heldout import heldout_sets, measure_heldout
 from personalens.extraction.jobs import SIDES, SPLITS, build_jobs
 from personalens.extraction.responses import (
     FilterResult,
@@ -60,6 +68,7 @@ from personalens.extraction.responses import (
 )
 from personalens.extraction.run_activations import (
     activation_records,
+    collect_neutral_activations,
     collect_run_activations,
     gather_side,
 )
@@ -215,20 +224,30 @@ def _extract(
         model, wanted_records, config, run, progress, backend=backend, shard=worker
     )
     timings["activations_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    neutral = collect_neutral_activations(
+        model, records, filt, config, run, progress, backend=backend, shard=worker
+    )
+    timings["activations_neutral_s"] = time.perf_counter() - t0
 
     pos_train = gather_side(acts, records, train_keys, "pos")
     neg_train = gather_side(acts, records, train_keys, "neg")
-    held = heldout_sets(records, filt, acts, config)
-    vectors, layer_auc, best_layer = _vectors_and_auc(
-        pos_train, neg_train, held, config, model_name, trait.name, judge.name
-    )
+    held = heldout_sets(records, filt, acts, config, neutral=neutral)
+    vectors = _vectors(pos_train, neg_train, config, model_name, trait.name, judge.name)
+    report = measure_heldout(vectors, held, scores)
+    vectors = {
+        v: vec.replace(metadata={**vec.metadata, **report.vector_metadata(v)})
+        for v, vec in vectors.items()
+    }
     summary = {
         "trait": trait.name,
         "model": model_name,
         "judge": judge.name,
         "n_pos": len(pos_train),
         "n_neg": len(neg_train),
-        **_summary_stats(filt, held, layer_auc, best_layer, records, scores),
+        **_filter_stats(filt),
+        **report.summary_entries(),
+        "mean_trait_score": _mean_trait_scores(records, scores),
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "config": json.loads(json.dumps(asdict(config))),
     }
@@ -300,56 +319,45 @@ def _nothing_passed(
     )
 
 
-def _vectors_and_auc(
+def _vectors(
     pos: ActivationSet,
     neg: ActivationSet,
-    held: HeldoutSets,
     config: ExtractionConfig,
     model_name: str,
     trait: str,
     judge: str,
-) -> tuple[dict[str, PersonaVector], dict[str, list[float]], int]:
-    """(a vector per variant, its held-out AUC per layer, the best layer by the response_avg
-    AUC); each vector's metadata records its ``layer_auc`` and that ``best_layer``, so
-    ``steer(model, vector)`` can default to it."""
+) -> dict[str, PersonaVector]:
+    """A vector per variant; the held-out measurements are added to their metadata after
+    (``layer_auc``, ``layer_auc_neutral``, ``best_layer``: see
+    :meth:`~personalens.extraction.heldout.HeldoutReport.vector_metadata`), so
+    ``steer(model, vector)`` can default to the best layer."""
     meta = {
         "threshold": config.threshold,
         "coherence_threshold": config.coherence_threshold,
         "n_per_question": config.n_per_question,
         "max_new_tokens": config.max_new_tokens,
     }
-    vectors = {
+    return {
         v: extract_persona_vector(
             pos, neg, variant=v, model_name=model_name, trait=trait, judge=judge, metadata=meta
         )
         for v in VARIANTS
     }
-    layer_auc = {v: heldout_layer_auc(vectors[v], held.pos, held.neg, variant=v) for v in VARIANTS}
-    best_layer = max(
-        range(len(layer_auc["response_avg"])), key=lambda L: (layer_auc["response_avg"][L], -L)
-    )
-    vectors = {
-        v: vec.replace(
-            metadata={
-                **vec.metadata,
-                "layer_auc": [round(a, 4) for a in layer_auc[v]],
-                "best_layer": best_layer,  # by held-out response_avg AUC
-            }
-        )
-        for v, vec in vectors.items()
+
+
+def _filter_stats(filt: FilterResult) -> dict[str, Any]:
+    """The filter entries of ``summary.json``."""
+    return {
+        "n_candidates": filt.n_candidates,
+        "n_pairs_kept": {s: sum(1 for m in filt.kept if m.startswith(s + "/")) for s in SPLITS},
+        "filter_reasons": filt.reasons,
     }
-    return vectors, layer_auc, best_layer
 
 
-def _summary_stats(
-    filt: FilterResult,
-    held: HeldoutSets,
-    layer_auc: dict[str, list[float]],
-    best_layer: int,
-    records: list[dict[str, Any]],
-    scores: dict[str, dict[str, float]],
-) -> dict[str, Any]:
-    """The filter, held-out and score entries of ``summary.json``, in its order."""
+def _mean_trait_scores(
+    records: list[dict[str, Any]], scores: dict[str, dict[str, float]]
+) -> dict[str, float | None]:
+    """The mean judge trait score per split and side (NaN scores left out)."""
 
     def side_stats(split: str, side: str) -> float | None:
         vals = [
@@ -359,16 +367,4 @@ def _summary_stats(
         t = t[~t.isnan()]
         return round(t.mean().item(), 2) if len(t) else None
 
-    return {
-        "n_candidates": filt.n_candidates,
-        "n_pairs_kept": {s: sum(1 for m in filt.kept if m.startswith(s + "/")) for s in SPLITS},
-        "filter_reasons": filt.reasons,
-        "heldout_auc_on": held.description,
-        "n_heldout_pos": len(held.pos),
-        "n_heldout_neg": len(held.neg),
-        "layer_auc": [round(a, 4) for a in layer_auc["response_avg"]],
-        "layer_auc_by_variant": {v: [round(a, 4) for a in layer_auc[v]] for v in VARIANTS},
-        "best_layer": best_layer,
-        "best_auc": round(layer_auc["response_avg"][best_layer], 4),
-        "mean_trait_score": {f"{s}/{side}": side_stats(s, side) for s in SPLITS for side in SIDES},
-    }
+    return {f"{s}/{side}": side_stats(s, side) for s in SPLITS for side in SIDES}

@@ -1,5 +1,11 @@
 """Figures of a layer sweep (:class:`~personalens.studies.layer_sweep.LayerSweepResult`):
-held-out AUC by layer for one or more traits, and separation / Cohen's d by layer."""
+held-out AUC by layer for one or more traits, and separation / Cohen's d by layer.
+
+A sweep of an extraction run shows two curves per trait: dashed, the replies read with their
+system prompt in context (confounded: the model's state can tell the two instructions apart
+whatever the reply says, an upper bound); solid, the replies read with no system prompt (does
+the reply's text carry the trait the vector reads). The star marks the solid curve's best layer.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,12 @@ from personalens.plot.style import (
     _palette,
     _two_panels,
 )
-from personalens.studies.layer_sweep_result import LayerSweepResult
+from personalens.studies.layer_sweep_result import (
+    CONTAMINATED_LABEL,
+    NEUTRAL_LABEL,
+    LayerMetrics,
+    LayerSweepResult,
+)
 
 __all__ = ["plot_layer_separation", "plot_layer_sweep"]
 
@@ -51,6 +62,13 @@ def plot_layer_sweep(
     line, and a star on the best layer (also annotated ``L<best>: AUC``). A dashed line marks
     chance (0.5). The y axis spans [0.4, 1] when every interval stays above 0.4, else [0, 1].
     Hovering a point shows the layer, AUC, its CI and Cohen's d.
+
+    A sweep of an extraction run has two readings of its replies: the one with the system
+    prompt in context is drawn dashed ("<trait>: with the system prompt in context
+    (confounded)": band and line), then the one without it solid ("<trait>: reply only, no
+    system prompt": band, line and the star on its best layer). A run without the latter
+    (made before it existed) shows only the dashed curve, its star, and the sweep's ``note``
+    under the title.
     """
     items = _sweep_items(results)
     if not items:
@@ -82,50 +100,81 @@ def plot_layer_sweep(
 
 
 def _sweep_title(items: list[tuple[str, LayerSweepResult]], variant: str) -> str:
-    """The default title of :func:`plot_layer_sweep`: the traits, the variant and the model."""
+    """The default title of :func:`plot_layer_sweep`: the traits, the variant and the model,
+    and for one sweep what it was evaluated on and its note."""
     first = items[0][1]
     traits = ", ".join(label for label, _ in items)
     title = f"Layer sweep: {traits} ({variant}, {first.model})"
     if first.evaluated_on and len(items) == 1:
         title += f"<br><sup>evaluated on {first.evaluated_on}</sup>"
+    notes = [f"{label}: {r.note}" if len(items) > 1 else r.note for label, r in items if r.note]
+    for note in notes:
+        title += f"<br><sup>{note}</sup>"
     return title
 
 
 def _add_auc_traces(
     fig: go.Figure, i: int, label: str, result: LayerSweepResult, variant: str, *, several: bool
 ) -> list[float]:
-    """Add one trait's CI band, AUC line and best-layer star (colour ``i``) to ``fig``.
+    """Add one trait's curves (colour ``i``) to ``fig``: CI band and AUC line of each reading
+    (with the system prompt dashed, without it solid) and a star on the best layer of the
+    one steering uses (without the system prompt where there is one).
 
     Returns the values the y range must show: the lower CI ends, or the AUCs without CIs.
     """
-    m = result[variant]
     color = _palette(i)
+    curves: list[tuple[str, LayerMetrics, str | None]] = []
+    if result.neutral is not None:
+        curves.append((f"{label}: {CONTAMINATED_LABEL}", result[variant], "dash"))
+        curves.append((f"{label}: {NEUTRAL_LABEL}", result.neutral_metrics(variant), None))
+    elif result.prompted:
+        curves.append((f"{label}: {CONTAMINATED_LABEL}", result[variant], "dash"))
+    else:
+        curves.append((label, result[variant], None))
+    shown: list[float] = []
+    for name, m, dash in curves:
+        shown += _add_curve(fig, name, label, m, color, dash, result.ci)
+    m = curves[-1][1]
+    best = m.best_layer()
+    _mark_best_layer(fig, i, label, color, best, m.auc[list(m.layers).index(best)], several=several)
+    return shown
+
+
+def _add_curve(
+    fig: go.Figure,
+    name: str,
+    group: str,
+    m: LayerMetrics,
+    color: str,
+    dash: str | None,
+    ci: float,
+) -> list[float]:
+    """One AUC curve: its CI band (when the sweep has CIs) and its line named ``name``."""
     layers = list(m.layers)
     has_ci = m.auc_ci is not None
     if has_ci:
         lo, hi = _ci_bounds(m.auc_ci)
     else:
         lo = hi = [float("nan")] * len(layers)
-    ci_text = f"{result.ci:.0%} CI" if has_ci else "no CI"
+    ci_text = f"{ci:.0%} CI" if has_ci else "no CI"
     if has_ci:
-        fig.add_trace(_ci_band(layers, lo, hi, color, f"{label} {ci_text}", legendgroup=label))
+        fig.add_trace(_ci_band(layers, lo, hi, color, f"{name} {ci_text}", legendgroup=group))
     ci_hover = " [%{customdata[0]:.3f}, %{customdata[1]:.3f}]" if has_ci else ""
+    line = {"color": color} if dash is None else {"color": color, "dash": dash}
     fig.add_trace(
         go.Scatter(
             x=layers,
             y=list(m.auc),
             customdata=[[a, b, d] for a, b, d in zip(lo, hi, m.cohens_d)],
             mode="lines+markers",
-            name=label,
-            legendgroup=label,
-            line={"color": color},
-            hovertemplate=f"<b>{label}</b><br>layer %{{x}}<br>AUC %{{y:.3f}}{ci_hover}"
+            name=name,
+            legendgroup=group,
+            line=line,
+            hovertemplate=f"<b>{name}</b><br>layer %{{x}}<br>AUC %{{y:.3f}}{ci_hover}"
             + (f" ({ci_text})" if has_ci else "")
             + "<br>Cohen's d %{customdata[2]:.2f}<extra></extra>",
         )
     )
-    best = m.best_layer()
-    _mark_best_layer(fig, i, label, color, best, m.auc[layers.index(best)], several=several)
     return [x for x in (lo if has_ci else m.auc) if x == x]
 
 

@@ -15,6 +15,13 @@ summaries are projected onto the unit direction ``v̂_L = v_L / ‖v_L‖`` of t
   draws pos and neg samples separately with replacement (stratified, so both classes keep their
   sizes); the same resamples serve every layer. Vectorised over layers and resamples in torch.
 
+For an extraction run, the same held-out replies are swept twice: read with their pos or neg
+system prompt in context (``result[variant]``, ``summary.json``'s ``layer_auc``: through
+attention every reply token reads the instruction, so this measures whether the model's state
+tells the two instructions apart, an upper bound confounded by the prompt) and read after their
+question alone (``result.neutral_metrics(variant)``, ``layer_auc_neutral``: does the reply's text
+carry the trait the vector reads; its best layer is the one steering defaults to).
+
 Entry points: :func:`layer_sweep` (here: an extraction run directory, an
 :class:`~personalens.extraction.pipeline.ExtractionResult`, or a model with a vector and pos/neg
 data), and in :mod:`personalens.studies.layer_sweep_metrics`
@@ -36,7 +43,7 @@ from typing import Any
 from personalens.errors import PersonaLensError
 from personalens.extraction.pipeline import ExtractionResult
 from personalens.model.activations import VARIANTS, ActivationSet, collect_activations
-from personalens.studies.extraction_run import SPLITS, RunData
+from personalens.studies.extraction_run import NO_NEUTRAL_NOTE, SPLITS, RunData
 from personalens.studies.layer_sweep_metrics import (
     check_sweep_args,
     project,
@@ -68,11 +75,15 @@ def layer_sweep(
 
     * an extraction run directory (``personalens extract --out DIR``, finished): reads its
       responses, judge scores and filter settings and its activation shards (no model needed)
-      and projects onto the run's ``vectors/<variant>``. ``split="heldout"`` (default) uses the
-      held-out samples ``summary.json``'s ``layer_auc`` was measured on (the kept held-out pairs,
-      or all held-out samples when too few were kept), so ``auc`` equals that ``layer_auc`` up to
-      its rounding; ``split="extract"`` uses the kept extraction pairs the vector was built from
-      (in-sample, optimistic).
+      and projects onto the run's ``vectors/<variant>``. ``split="heldout"`` (default) uses all
+      held-out replies, the samples of ``summary.json``'s ``layer_auc`` (so ``auc`` equals it up
+      to its rounding, and with the default ``n_boot`` and ``seed`` ``auc_ci`` is its
+      ``layer_auc_ci``); ``split="extract"`` uses the kept extraction pairs the vector was built
+      from (in-sample, optimistic). ``result.neutral`` holds the same samples read without the
+      system prompt (``layer_auc_neutral``), from the run's ``activations_neutral/``; a run made
+      before those existed gets them computed (and cached there) when ``model=`` is given, else
+      ``result.neutral`` is ``None`` and ``result.note`` says so (the figure then shows only the
+      confounded curve, with that note).
     * an :class:`~personalens.extraction.pipeline.ExtractionResult`: the same, from its run directory,
       or, for a run without one, by recomputing activations with ``model=`` (a HookedTransformer).
     * a ``HookedTransformer`` with ``vector`` (a PersonaVector, or ``{variant: PersonaVector}``)
@@ -96,7 +107,7 @@ def layer_sweep(
             raise PersonaLensError(
                 "a run directory brings its own vectors and samples: do not pass vector or data"
             )
-        return _sweep_run(RunData.from_dir(Path(source)), variants, split, stats)
+        return _sweep_run(RunData.from_dir(Path(source), model), variants, split, stats)
     if isinstance(source, ExtractionResult):
         if vector is not None or data is not None:
             raise PersonaLensError(
@@ -127,9 +138,14 @@ def _sweep_run(
     pos, neg, evaluated_on = run.sides(split)
     first = run.vectors[variants[0]]
     metrics = {v: _variant_metrics(pos, neg, run.vectors[v], v, stats) for v in variants}
+    clean = run.neutral_sides(split)
+    neutral = None
+    if clean is not None:
+        neutral = {v: _variant_metrics(*clean, run.vectors[v], v, stats) for v in variants}
     meta: dict[str, Any] = {"source": run.where}
-    if "best_layer" in run.summary:
-        meta["run_best_layer"] = run.summary["best_layer"]
+    for key in ("best_layer", "best_layer_neutral"):
+        if run.summary.get(key) is not None:
+            meta[f"run_{key}"] = run.summary[key]
     return LayerSweepResult(
         trait=run.summary.get("trait", first.trait),
         model=run.summary.get("model", first.model),
@@ -137,6 +153,8 @@ def _sweep_run(
         split=split,
         evaluated_on=evaluated_on,
         metadata=meta,
+        neutral=neutral,
+        note="" if neutral is not None else NO_NEUTRAL_NOTE,
         **stats,
     )
 

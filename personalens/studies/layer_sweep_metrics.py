@@ -18,7 +18,12 @@ from jaxtyping import Float
 from torch import Tensor
 
 from personalens.errors import PersonaLensError
-from personalens.stats import bootstrap_counts, percentile_intervals, weighted_auc
+from personalens.stats import (
+    bootstrap_auc,
+    percentile_intervals,
+    stratified_bootstrap_counts,
+    weighted_auc,
+)
 from personalens.studies.layer_sweep_result import LayerMetrics, LayerSweepResult
 from personalens.vectors.vector import PersonaVector, unit_rows
 
@@ -28,9 +33,6 @@ NegActs = Float[Tensor, "n_neg n_layers d_model"]
 Projections = Float[Tensor, "n n_layers"]
 PosProjections = Float[Tensor, "n_pos n_layers"]
 NegProjections = Float[Tensor, "n_neg n_layers"]
-
-# bootstrap resamples are processed in blocks of about this many float64 values
-_BLOCK_ELEMENTS = 8_000_000
 
 
 def check_sweep_args(n_boot: int, ci: float | int) -> None:
@@ -66,18 +68,12 @@ def _checked_projections(
 def _bootstrap_intervals(
     p: PosProjections, q: NegProjections, n_boot: int, ci: float | int, seed: int
 ) -> tuple[tuple[tuple[float, float], ...], tuple[tuple[float, float], ...]]:
-    """Percentile intervals of the AUC and the separation over ``n_boot`` stratified resamples."""
-    n_pos, n_neg, n_layers = p.shape[0], q.shape[0], p.shape[1]
-    g = torch.Generator().manual_seed(seed)
-    w_pos = bootstrap_counts(n_pos, n_boot, g)
-    w_neg = bootstrap_counts(n_neg, n_boot, g)
-    block = max(1, _BLOCK_ELEMENTS // max(1, n_layers * (n_pos + n_neg + 1)))
-    boot_auc = torch.cat(
-        [
-            weighted_auc(p, q, w_pos[i : i + block], w_neg[i : i + block])
-            for i in range(0, n_boot, block)
-        ]
-    )
+    """Percentile intervals of the AUC and the separation over ``n_boot`` stratified resamples
+    (the resamples of :func:`personalens.stats.auc_intervals`, so an extraction run's
+    ``layer_auc_ci`` is this ``auc_ci`` for the same seed)."""
+    n_pos, n_neg = p.shape[0], q.shape[0]
+    w_pos, w_neg = stratified_bootstrap_counts(n_pos, n_neg, n_boot, seed)
+    boot_auc = bootstrap_auc(p, q, w_pos, w_neg)
     boot_sep = (w_pos @ p) / n_pos - (w_neg @ q) / n_neg
     return percentile_intervals(boot_auc, ci), percentile_intervals(boot_sep, ci)
 

@@ -3,6 +3,9 @@
 :class:`LayerMetrics` holds one variant's AUC, separation, Cohen's d and variances per layer
 (with bootstrap CIs); :class:`LayerSweepResult` one trait's metrics per variant, with
 ``best_layer()``, ``to_frame()`` and ``save()``/``load()`` (format ``personalens.layer_sweep``).
+A sweep of an extraction run holds two readings of the same replies: ``metrics``, each reply
+read with its pos or neg system prompt in context (confounded by the prompt), and ``neutral``,
+the reply read after its question with no system prompt (does the text carry the trait).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ VERSION = 1
 Interval = tuple[float, float]
 _PER_LAYER = ("auc", "separation", "cohens_d", "var_pos", "var_neg")
 _INTERVALS = ("auc_ci", "separation_ci")
+
+# what the two readings of an extraction run's replies are called (legends, notes)
+CONTAMINATED_LABEL = "with the system prompt in context (confounded)"
+NEUTRAL_LABEL = "reply only, no system prompt"
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,14 @@ class LayerSweepResult(Result):
     """A layer sweep of one trait: :class:`LayerMetrics` per activation variant.
 
     ``result["response_avg"]`` is that variant's metrics; ``result.variants`` lists them.
-    ``evaluated_on`` says which samples were projected (e.g. ``"kept held-out pairs"``).
+    ``evaluated_on`` says which samples were projected (e.g. ``"all held-out replies"``).
+
+    For an extraction run (``split`` "heldout" or "extract"), ``metrics`` are the samples read
+    with their system prompt in context: through attention every reply token reads the
+    instruction, so they measure whether the model's state tells the two instructions apart
+    (an upper bound, confounded by the prompt). ``neutral`` holds the same samples read after
+    their question with no system prompt (does the reply's text carry the trait the vector
+    reads), ``None`` when unavailable; ``note`` says why, or any other caveat.
     """
 
     trait: str
@@ -121,6 +135,8 @@ class LayerSweepResult(Result):
     ci: float = 0.95
     seed: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
+    neutral: dict[str, LayerMetrics] | None = None
+    note: str = ""
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -134,6 +150,12 @@ class LayerSweepResult(Result):
     def layers(self) -> tuple[int, ...]:
         return next(iter(self.metrics.values())).layers
 
+    @property
+    def prompted(self) -> bool:
+        """``metrics`` were read with each sample's system prompt in context (an extraction
+        run's samples), so they are confounded by the instruction."""
+        return self.split != "given"
+
     def __getitem__(self, variant: str) -> LayerMetrics:
         if variant not in self.metrics:
             raise PersonaLensError(
@@ -141,20 +163,39 @@ class LayerSweepResult(Result):
             )
         return self.metrics[variant]
 
-    def best_layer(self, variant: str = "response_avg") -> int:
-        """Highest-AUC layer of ``variant``; ties go to the larger Cohen's d, then the lower
-        layer (see :meth:`LayerMetrics.best_layer`). This can differ from an extraction run's
-        recorded ``best_layer``, which breaks ties by the lower layer only."""
-        return self[variant].best_layer()
+    def neutral_metrics(self, variant: str = "response_avg") -> LayerMetrics:
+        """``variant``'s metrics read with no system prompt (an error when the sweep has none)."""
+        if self.neutral is None:
+            raise PersonaLensError(
+                f"this sweep has no metrics without the system prompt: {self.note or 'none given'}"
+            )
+        if variant not in self.neutral:
+            raise PersonaLensError(
+                f"variant {variant!r} is not in this sweep; it has {list(self.neutral)}"
+            )
+        return self.neutral[variant]
 
-    def best(self, variant: str = "response_avg") -> dict[str, Any]:
+    def _pick(self, variant: str, neutral: bool) -> LayerMetrics:
+        return self.neutral_metrics(variant) if neutral else self[variant]
+
+    def best_layer(self, variant: str = "response_avg", *, neutral: bool = False) -> int:
+        """Highest-AUC layer of ``variant`` (``neutral=True``: of the reading without the
+        system prompt); ties go to the larger Cohen's d, then the lower layer (see
+        :meth:`LayerMetrics.best_layer`). This can differ from an extraction run's recorded
+        ``best_layer`` / ``best_layer_neutral``, which break ties by the lower layer only."""
+        return self._pick(variant, neutral).best_layer()
+
+    def best(self, variant: str = "response_avg", *, neutral: bool = False) -> dict[str, Any]:
         """All metrics at :meth:`best_layer` (``layer``, ``auc``, ``auc_ci``, ``cohens_d``, ...)."""
-        return self[variant].at(self.best_layer(variant))
+        m = self._pick(variant, neutral)
+        return m.at(m.best_layer())
 
     def frame_records(self) -> list[dict[str, Any]]:
         """Rows of :meth:`to_frame`, one per (variant, layer): ``trait, variant, layer, auc,
         auc_low, auc_high, separation, separation_low, separation_high, cohens_d, var_pos,
-        var_neg, n_pos, n_neg, best`` (``best``: this is the variant's best layer)."""
+        var_neg, n_pos, n_neg, best`` (``best``: this is the variant's best layer), and when
+        the sweep has the reading without the system prompt ``auc_neutral, auc_neutral_low,
+        auc_neutral_high, cohens_d_neutral, best_neutral``."""
         rows = []
         nan_ci = (math.nan, math.nan)
         for variant, m in self.metrics.items():
@@ -179,9 +220,23 @@ class LayerSweepResult(Result):
                         "n_pos": m.n_pos,
                         "n_neg": m.n_neg,
                         "best": layer == best,
+                        **self._neutral_columns(variant, i),
                     }
                 )
         return rows
+
+    def _neutral_columns(self, variant: str, i: int) -> dict[str, Any]:
+        if self.neutral is None or variant not in self.neutral:
+            return {}
+        m = self.neutral[variant]
+        lo, hi = m.auc_ci[i] if m.auc_ci is not None else (math.nan, math.nan)
+        return {
+            "auc_neutral": m.auc[i],
+            "auc_neutral_low": lo,
+            "auc_neutral_high": hi,
+            "cohens_d_neutral": m.cohens_d[i],
+            "best_neutral": m.layers[i] == m.best_layer(),
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (NaN becomes ``None``); :meth:`from_dict` inverts it exactly."""
@@ -198,6 +253,17 @@ class LayerSweepResult(Result):
                 "seed": self.seed,
                 "best_layer": {v: m.best_layer() for v, m in self.metrics.items()},
                 "variants": {v: m.to_dict() for v, m in self.metrics.items()},
+                "best_layer_neutral": (
+                    None
+                    if self.neutral is None
+                    else {v: m.best_layer() for v, m in self.neutral.items()}
+                ),
+                "neutral_variants": (
+                    None
+                    if self.neutral is None
+                    else {v: m.to_dict() for v, m in self.neutral.items()}
+                ),
+                "note": self.note,
                 "metadata": self.metadata,
             }
         )
@@ -224,6 +290,12 @@ class LayerSweepResult(Result):
             ci=float(data.get("ci", 0.95)),
             seed=int(data.get("seed", 0)),
             metadata=dict(data.get("metadata") or {}),
+            neutral=(
+                None
+                if data.get("neutral_variants") is None
+                else {v: LayerMetrics.from_dict(m) for v, m in data["neutral_variants"].items()}
+            ),
+            note=data.get("note", ""),
         )
 
     @classmethod
@@ -238,6 +310,11 @@ class LayerSweepResult(Result):
             f"{v}: L{m.best_layer()} AUC {m.auc[m.layers.index(m.best_layer())]:.3f}"
             for v, m in self.metrics.items()
         )
+        if self.neutral is not None:
+            best += "; no system prompt: " + ", ".join(
+                f"{v}: L{m.best_layer()} AUC {m.auc[m.layers.index(m.best_layer())]:.3f}"
+                for v, m in self.neutral.items()
+            )
         return (
             f"LayerSweepResult(trait={self.trait!r}, model={self.model!r}, "
             f"n_layers={len(self.layers)}, split={self.split!r}, best: {best})"

@@ -57,7 +57,8 @@ def _run_vector(run: Path) -> PersonaVector:
     vector = PersonaVector.load(run / "vector")
     summary = run / "summary.json"
     if "best_layer" not in vector.metadata and summary.exists():
-        best = json.loads(summary.read_text()).get("best_layer")
+        entries = json.loads(summary.read_text())  # the clean curve's best when there is one
+        best = entries.get("best_layer_neutral", entries.get("best_layer"))
         if best is not None:
             vector = vector.replace(metadata={**vector.metadata, "best_layer": best})
     return vector

@@ -28,6 +28,16 @@ from tests.integration.test_extraction_resume import TRAIT as RESUME_TRAIT
 PIN = Path(__file__).resolve().parent.parent / "data" / "pin"
 PROMPTS = ["How should I treat my neighbours?", "What would you do with a lot of power?"]
 STEER_LAYER, STEER_COEFF, NEW_TOKENS = 12, 6.0, 16
+# the clean (no system prompt) entries were added with issue 19; the others, the vector and the
+# steered generation are unchanged since the pin was first written
+SUMMARY_KEYS = (
+    "layer_auc",
+    "n_pos",
+    "n_neg",
+    "best_layer",
+    "layer_auc_neutral",
+    "best_layer_neutral",
+)
 MARGIN = 0.05  # greedy tokens are compared up to the first step with a top-2 logit gap below this
 # the kill/resume test's small evil trait, with one more held-out question and two anchors a side
 TRAIT = {
@@ -86,7 +96,7 @@ def test_vector_and_steered_generation_match_the_pin(embedded_model, tmp_path):
     result = _extract(embedded_model, run)
     stored = load_file(PIN / "pin.safetensors")
     summary = json.loads((PIN / "summary.json").read_text())
-    for key in ("layer_auc", "n_pos", "n_neg", "best_layer"):
+    for key in SUMMARY_KEYS:
         assert result.summary[key] == summary[key], key
     torch.testing.assert_close(result.vector.directions, stored["vector"], rtol=1e-4, atol=1e-6)
     # the default engine (backend="auto": the HF engine on this model) agrees within fp32
@@ -134,7 +144,7 @@ def _write_pin() -> None:  # pragma: no cover - run by hand, see the module doc
     for i in range(len(logps)):
         tensors[f"logp_{i}"], tensors[f"margin_{i}"] = logps[i], margins[i]
     save_file(tensors, PIN / "pin.safetensors")
-    summary = {k: result.summary[k] for k in ("layer_auc", "n_pos", "n_neg", "best_layer")}
+    summary = {k: result.summary[k] for k in SUMMARY_KEYS}
     (PIN / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     steered = {"prompt_tokens": gen.prompt_tokens, "response_tokens": gen.response_tokens}
     (PIN / "steered.json").write_text(json.dumps(steered) + "\n")

@@ -17,7 +17,11 @@ from personalens.extraction.config import ExtractionConfig
 from personalens.extraction.heldout import heldout_layer_auc, heldout_sets
 from personalens.extraction.pipeline import extract
 from personalens.extraction.responses import filter_pairs
-from personalens.extraction.run_activations import activation_records, collect_run_activations
+from personalens.extraction.run_activations import (
+    activation_records,
+    collect_neutral_activations,
+    collect_run_activations,
+)
 from personalens.extraction.traits import parse_trait
 from personalens.model.activations import VARIANTS, ActivationSet, collect_activations
 from personalens.plot import plot_layer_separation, plot_layer_sweep
@@ -173,7 +177,8 @@ def test_bad_inputs_are_clear_errors():
 
 @pytest.fixture(scope="module")
 def runs(tiny_model, tmp_path_factory):
-    """Two finished runs: AUC on the kept held-out pairs, and on all held-out samples."""
+    """Two finished runs: with enough judge-kept held-out pairs for the kept AUC beside the
+    headline (on all held-out replies), and with too few (the kept AUC is null, with why)."""
     base = dict(threshold=0.0, n_per_question=2, max_new_tokens=6, generation_batch_size=8,
                 activation_batch_size=5)  # fmt: skip
     out = {}
@@ -196,13 +201,25 @@ def test_agrees_exactly_with_the_run(runs, which):
     assert sweep.trait == "sweeptrait" and sweep.model == "tiny-random"
     assert sweep.evaluated_on == summary["heldout_auc_on"]
     assert sweep.metadata["run_best_layer"] == summary["best_layer"]
-    assert ("too few" in sweep.evaluated_on) == (which == "fallback")
+    assert sweep.metadata["run_best_layer_neutral"] == summary["best_layer_neutral"]
+    assert sweep.evaluated_on == "all held-out replies" and sweep.note == ""
+    # the headline is always on all held-out replies; the kept subset only beside it
+    n_eval = sum(1 for r in result.records if r["split"] == "eval" and r["response_tokens"])
+    assert summary["n_heldout_pos"] + summary["n_heldout_neg"] == n_eval
+    assert (summary["layer_auc_kept"] is None) == (which == "fallback")
+    if which == "fallback":
+        assert "min_heldout_per_class=100" in summary["layer_auc_kept_note"]
+    else:
+        assert summary["layer_auc_kept_note"] is None and len(summary["layer_auc_kept"]) == 3
+        assert min(summary["n_heldout_kept_pos"], summary["n_heldout_kept_neg"]) >= 3
     # rebuild the held-out sets with extraction's own functions and compare unrounded
     filt = filter_pairs(result.records, result.scores, cfg)
     acts = collect_run_activations(
         None, activation_records(result.records, filt), cfg, run_dir, progress=False
     )
-    held = heldout_sets(result.records, filt, acts, cfg)
+    neutral = collect_neutral_activations(None, result.records, filt, cfg, run_dir, False)
+    held = heldout_sets(result.records, filt, acts, cfg, neutral=neutral)
+    clean_pos, clean_neg = held.sides(neutral=True)
     for v in VARIANTS:
         m = sweep[v]
         assert m.layers == (0, 1, 2)
@@ -211,7 +228,20 @@ def test_agrees_exactly_with_the_run(runs, which):
         assert [round(a, 4) for a in m.auc] == summary["layer_auc_by_variant"][v]
         for a, (lo, hi) in zip(m.auc, m.auc_ci):
             assert 0.0 <= lo <= a <= hi <= 1.0
+        c = sweep.neutral_metrics(v)
+        assert (c.n_pos, c.n_neg) == (m.n_pos, m.n_neg)
+        assert list(c.auc) == heldout_layer_auc(result.vectors[v], clean_pos, clean_neg, v)
+        assert [round(a, 4) for a in c.auc] == summary["layer_auc_neutral_by_variant"][v]
     assert [round(a, 4) for a in sweep["response_avg"].auc] == summary["layer_auc"]
+    # with the summary's bootstrap (1000 resamples, seed 0) the sweep's CIs are the summary's
+    full = layer_sweep(run_dir, variants=["response_avg"])
+    rounded = [[round(lo, 4), round(hi, 4)] for lo, hi in full["response_avg"].auc_ci]
+    assert rounded == summary["layer_auc_ci"]
+    clean_ci = full.neutral_metrics("response_avg").auc_ci
+    assert [[round(lo, 4), round(hi, 4)] for lo, hi in clean_ci] == summary["layer_auc_neutral_ci"]
+    # the vectors default to the clean curve's best layer
+    assert result.vector.metadata["best_layer"] == summary["best_layer_neutral"]
+    assert result.vector.metadata["best_layer_contaminated"] == summary["best_layer"]
 
     # the in-sample split uses the kept extraction pairs the vector was built from
     swept = layer_sweep(run_dir, variants=["response_avg"], n_boot=0, split="extract")
@@ -419,3 +449,47 @@ def test_public_exports():
     assert personalens.studies.LayerSweepResult is LayerSweepResult
     assert personalens.plot.plot_layer_sweep is plot_layer_sweep
     assert isinstance(PersonaVector, type)
+
+
+# ----------------------------------------------------------------------------- both readings
+
+
+def test_a_run_sweep_draws_both_curves(runs):
+    run_dir, _, _ = runs["kept"]
+    r = layer_sweep(run_dir, n_boot=50)
+    fig = plot_layer_sweep(r)
+    band_c, line_c, band_n, line_n, best = fig.data
+    assert line_c.name == "sweeptrait: with the system prompt in context (confounded)"
+    assert line_c.line.dash == "dash" and band_c.fill == "toself"
+    assert line_n.name == "sweeptrait: reply only, no system prompt" and line_n.line.dash is None
+    assert list(line_n.y) == list(r.neutral_metrics("response_avg").auc)
+    assert list(best.x) == [r.best_layer(neutral=True)] and band_n.fill == "toself"
+    df = r.to_frame()
+    assert {"auc_neutral", "auc_neutral_low", "auc_neutral_high", "best_neutral"} <= set(df)
+    assert r.best(neutral=True)["layer"] == r.best_layer("response_avg", neutral=True)
+
+
+def test_a_run_made_before_the_neutral_reading(runs, tiny_model, tmp_path):
+    """No activations_neutral/: the confounded curve alone with a note, or computed with a
+    model (and cached in the run), never a crash."""
+    run_dir, _, _ = runs["kept"]
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    shutil.rmtree(old / "activations_neutral")
+    r = layer_sweep(old, n_boot=20)
+    assert r.neutral is None and "no activations read without the system prompt" in r.note
+    with pytest.raises(PersonaLensError, match="no metrics without the system prompt"):
+        r.best_layer(neutral=True)
+    fig = plot_layer_sweep(r)
+    band, line, best = fig.data
+    assert line.name.endswith("(confounded)") and line.line.dash == "dash"
+    assert "no activations read without the system prompt" in fig.layout.title.text
+    assert LayerSweepResult.from_dict(r.to_dict()).to_dict() == r.to_dict()
+    computed = layer_sweep(old, n_boot=20, model=tiny_model)
+    reference = layer_sweep(run_dir, n_boot=20)
+    assert computed.note == "" and computed.neutral is not None
+    for v in VARIANTS:
+        assert computed.neutral_metrics(v).auc == reference.neutral_metrics(v).auc
+    assert sorted(p.name for p in (old / "activations_neutral").iterdir()) == sorted(
+        p.name for p in (run_dir / "activations_neutral").iterdir()
+    )

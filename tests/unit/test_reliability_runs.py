@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import load_file
 
 from personalens._io import append_jsonl, atomic_write_json, read_jsonl
 from personalens.errors import PersonaLensError, RunDirError
@@ -236,8 +238,13 @@ def test_a_truncated_activation_shard_is_recomputed_with_a_warning(
     with pytest.warns(RuntimeWarning, match=rf"{shard.name} is damaged"):
         result = extract(tiny_model, parse_trait(TRAIT), StubJudge(), CFG, run_copy,
                          progress=False)  # fmt: skip
-    assert torch.equal(result.vector.directions, finished_run[1].vector.directions)
-    assert shard.read_bytes() == good
+    # recomputed, not restored: equal up to float summation order (threads under load)
+    torch.testing.assert_close(
+        result.vector.directions, finished_run[1].vector.directions, rtol=1e-5, atol=1e-6
+    )
+    fresh = load_file(shard)
+    for name, tensor in safetensors_load(good).items():
+        torch.testing.assert_close(fresh[name], tensor, rtol=1e-5, atol=1e-6)
 
 
 def test_a_damaged_shard_without_a_model_names_the_file(run_copy, finished_run):
