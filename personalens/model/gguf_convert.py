@@ -1,8 +1,11 @@
 """GGUF files as plain Hugging Face model directories: dequantised once, cached by file.
 
 :func:`hf_dir_for_gguf` converts a ``.gguf`` file on first use (``convert_gguf_to_hf``, atomic)
-into ``cache_dir()/models/<stem>-<key>``, the key a hash of the file's path, size and mtime;
-:func:`embedded_hf_dir` does so for the embedded model's file.
+into ``cache_dir()/models/<stem>-<key>``, the key the start of the file's SHA-256, so every
+copy of the same file (one per virtualenv for the embedded model) shares one converted copy.
+The hash of a file is computed once per path, size and mtime and remembered in
+``cache_dir()/models/gguf-sha256.json``. :func:`embedded_hf_dir` does so for the embedded
+model's file.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from personalens._io import digest
+from personalens._io import atomic_write_json, file_sha256
 from personalens.errors import ModelLoadError
 from personalens.model.embedded import cache_dir, embedded_gguf_path
 
@@ -96,9 +99,25 @@ def convert_gguf_to_hf(gguf_path: str | Path, out_dir: str | Path) -> Path:
 
 
 def _gguf_cache_dir(gguf_path: Path) -> Path:
+    return cache_dir() / "models" / f"{gguf_path.stem}-{gguf_content_hash(gguf_path)[:12]}"
+
+
+def gguf_content_hash(gguf_path: Path) -> str:
+    """SHA-256 of a file, remembered by path, size and mtime (hashing 270 MB takes a while)."""
     st = gguf_path.stat()
-    key = digest(f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}", length=12)
-    return cache_dir() / "models" / f"{gguf_path.stem}-{key}"
+    stamp = f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    index_path = cache_dir() / "models" / "gguf-sha256.json"
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        index = {}
+    if not isinstance(index, dict):
+        index = {}
+    sha = index.get(stamp)
+    if not isinstance(sha, str):
+        sha = file_sha256(gguf_path)
+        atomic_write_json(index_path, {**index, stamp: sha})  # a racing writer loses one entry
+    return sha
 
 
 def hf_dir_for_gguf(gguf_path: str | Path) -> Path:
