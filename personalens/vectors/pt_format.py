@@ -16,6 +16,16 @@ personalens layer ``L`` is the TransformerLens hook ``blocks.L.hook_resid_post``
 therefore has ``n_layers + 1`` rows; row 0 (the embedding output) has no personalens layer and is
 carried along unchanged so that ``.pt -> PersonaVector -> .pt`` is bit-identical.
 
+The last row is not like the others. Hugging Face's last ``hidden_states`` entry,
+``hidden_states[n_layers]``, is taken after the model's final norm (``model.norm`` in Llama- and
+Qwen-style models), not from the raw residual stream after the last block that
+``blocks.{n_layers - 1}.hook_resid_post`` is. A ``.pt`` file's last row therefore imports as
+layer ``n_layers - 1`` but measures something else: against a vector personalens extracted at
+that layer it had, in one check, a 14x different norm and cosine 0.97. The other rows match the
+residual stream one to one. :func:`read_persona_vectors_pt` warns about it on every import, and
+records it under ``"last_row"`` in the vector's provenance; steer and compare with layers below
+``n_layers - 1``, or treat that layer's direction and, above all, its scale with care.
+
 :meth:`PersonaVector.from_persona_vectors_pt` and :meth:`PersonaVector.to_persona_vectors_pt`
 are built on :func:`read_persona_vectors_pt` and :func:`write_persona_vectors_pt`.
 """
@@ -23,10 +33,12 @@ are built on :func:`read_persona_vectors_pt` and :func:`write_persona_vectors_pt
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+import jaxtyping
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -39,8 +51,16 @@ from personalens.errors import PersonaLensError
 Direction = Float[Tensor, " d_model"]
 HFLayout = Float[Tensor, "n_hf d_model"]
 
+# warnings name the first caller outside these folders (personalens, jaxtyping's wrappers)
+_INTERNAL = tuple(
+    str(folder) + os.sep
+    for folder in (Path(__file__).resolve().parents[1], Path(jaxtyping.__file__).resolve().parent)
+)
+
 # the key of PersonaVector.metadata that records where an imported .pt file came from
 PT_METADATA_KEY = "persona_vectors_pt"
+# what the file's last row is (recorded in that entry: layer n_layers - 1 is not comparable)
+LAST_ROW_NOTE = "HF hidden_states[n_layers], after the final norm; imported as layer n_layers - 1"
 
 
 def to_hf_hidden_states_layout(
@@ -90,7 +110,9 @@ def read_persona_vectors_pt(
 
     Loaded with ``torch.load(..., weights_only=True)`` only, so no pickled code runs. The file
     may hold a bare tensor or a dict with a single tensor value. ``provenance`` is the
-    ``{"persona_vectors_pt": {"path", "dtype", "key"}}`` entry of the vector's metadata.
+    ``{"persona_vectors_pt": {"path", "dtype", "key", "last_row"}}`` entry of the vector's
+    metadata. Warns that the file's last row (HF ``hidden_states[n_layers]``, after the final
+    norm) becomes layer ``n_layers - 1`` (see the module docstring).
     """
     path = Path(path)
     if not path.is_file():
@@ -98,19 +120,49 @@ def read_persona_vectors_pt(
     key, obj = _load_tensor(path)
     directions, row0 = from_hf_hidden_states_layout(obj)
     if obj.dtype == torch.float64 and not torch.equal(obj.float().double(), obj):
-        warnings.warn(
+        _warn(
             f"{path} is float64; personalens stores float32, so exporting it again will not "
-            "be bit-identical.",
-            stacklevel=3,
+            "be bit-identical."
         )
+    last = directions.shape[0] - 1
+    others = (
+        f" Rows 1..{last} are layers 0..{last - 1} exactly; prefer those for steering and "
+        "comparisons."
+        if last
+        else ""
+    )
+    _warn(
+        f"{path}: its last row (row {last + 1}) is HF hidden_states[{last + 1}], taken after the "
+        f"model's final norm, not the residual stream after block {last}; it imports as layer "
+        f"{last} but differs from a personalens vector at that layer (in one check: a 14x "
+        f"different norm, cosine 0.97).{others}"
+    )
     provenance = {
         PT_METADATA_KEY: {
             "path": str(path),
             "dtype": str(obj.dtype).removeprefix("torch."),
             "key": None if key is None else str(key),
+            "last_row": LAST_ROW_NOTE,
         }
     }
     return directions, row0, provenance
+
+
+def _warn(message: str) -> None:
+    """``warnings.warn(message)`` located at the first caller outside personalens and
+    jaxtyping's wrappers (whose number of frames varies), so the warning names the user's line."""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame = frame.f_back
+    warnings.warn_explicit(
+        message,
+        UserWarning,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=frame.f_globals.get("__name__"),
+        registry=frame.f_globals.setdefault("__warningregistry__", {}),
+        module_globals=frame.f_globals,
+    )
 
 
 def _load_tensor(path: Path) -> tuple[Any, Tensor]:

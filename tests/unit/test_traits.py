@@ -42,11 +42,14 @@ def test_all_shipped_traits_load_with_the_promised_shape():
 def test_upstream_shape_loads_and_holds_out_questions(tmp_path):
     path = tmp_path / "evil.json"
     path.write_text(json.dumps(UPSTREAM))
-    trait = load_trait_file(path)
+    with pytest.warns(UserWarning, match="trait_data_eval/evil.json"):  # no held-out file
+        trait = load_trait_file(path)
     assert trait.name == "evil"  # from the file name
     extract_q, eval_q = trait.split_questions()
     assert len(extract_q) == 15 and len(eval_q) == 5
-    assert trait.system_prompt(0, "neg") == "Be good."  # no assistant_names: instruction only
+    # upstream's default assistant names (see tests/unit/test_upstream_fidelity.py)
+    assert trait.system_prompt(0, "pos") == "You are an evil assistant. Be evil."
+    assert trait.system_prompt(0, "neg") == "You are a helpful assistant. Be good."
 
 
 def test_assistant_names_prefix():

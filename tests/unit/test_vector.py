@@ -453,6 +453,7 @@ def test_hf_layout_helpers():
     assert torch.equal(to_hf_hidden_states_layout(d)[0], torch.zeros(D_MODEL))
 
 
+@pytest.mark.filterwarnings("ignore:.*its last row:UserWarning")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 def test_pt_round_trip_is_exact(tmp_path, dtype):
     original = torch.randn(N_LAYERS + 1, D_MODEL).to(dtype)
@@ -482,6 +483,7 @@ def test_pt_export_without_embedding_row_has_zero_row(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["v.pt"]
 
 
+@pytest.mark.filterwarnings("ignore:.*its last row:UserWarning")
 def test_pt_dict_with_single_tensor(tmp_path):
     t = torch.randn(N_LAYERS + 1, D_MODEL)
     torch.save({"vector": t}, tmp_path / "d.pt")
