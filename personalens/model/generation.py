@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 
+# a call that may generate this many tokens (replies x max_new_tokens) shows a progress bar
+PROGRESS_MIN_TOKENS = 256
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to generate. ``temperature=0`` is greedy decoding."""
@@ -57,7 +61,9 @@ class GenerationConfig:
     seed: int = 0
     batch_size: int = 16
     stop_token_ids: tuple[int, ...] | None = None  # None: the tokenizer's eos + end-of-turn
-    progress: bool | None = None  # None: a tqdm bar when there is more than one batch
+    # None: a bar (counting tokens) whenever the call may take more than a moment, i.e. it may
+    # generate PROGRESS_MIN_TOKENS tokens or more; False silences it (so does TQDM_DISABLE=1)
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         """Refuse a setting that would generate nothing or garbage (an
@@ -177,7 +183,11 @@ def _generate_batch(
     pad: int,
     backend: str = "auto",
     compile: bool = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> tuple[list[list[int]], list[str]]:
+    """One batch, decoded step by step; ``on_step(k)`` after each step with the ``k`` token
+    slots it used (rows x 1; the unused budget of rows that stopped early is reported at the
+    end, so the counts of a batch add up to rows x ``config.max_new_tokens``)."""
     device = model.cfg.device
     batch = batch_from_ids(prompt_ids, None, pad, device)
     n = batch.tokens.shape[0]
@@ -204,9 +214,13 @@ def _generate_batch(
             lengths += (~finished & ~is_stop).long()
             stopped |= is_stop
             finished |= is_stop
+            if on_step is not None:
+                on_step(n)
             if bool(finished.all()) or step == max_new - 1:
                 break
             logits = forward(nxt[:, None], step_mask)
+    if on_step is not None:
+        on_step(n * (config.max_new_tokens - step - 1))
     rows = out.tolist()
     responses = [rows[i][: int(lengths[i])] for i in range(n)]
     reasons = ["stop" if bool(stopped[i]) else "length" for i in range(n)]
@@ -309,19 +323,22 @@ def _run_jobs(
     batches = [
         ordered[i : i + config.batch_size] for i in range(0, len(ordered), config.batch_size)
     ]
-    show = config.progress if config.progress is not None else len(batches) > 1
+    budget = len(jobs) * config.max_new_tokens  # the bar counts token slots up to this
+    show = config.progress if config.progress is not None else budget >= PROGRESS_MIN_TOKENS
     results: dict[tuple[int, int], tuple[list[int], str]] = {}
 
-    with tqdm(total=len(jobs), desc="generating", unit="sample", disable=not show) as bar:
+    with tqdm(total=budget, desc="generating", unit="tok", disable=not show) as bar:
+        done = 0
         for chunk in batches:
             ids = [encoded[p] for p, _ in chunk]
             seeds = [sample_seed(config.seed, conversations[p], s) for p, s in chunk]
             responses, reasons = _generate_batch(
-                model, ids, seeds, config, stops, pad, backend, compile
+                model, ids, seeds, config, stops, pad, backend, compile, on_step=bar.update
             )
             for job, resp, why in zip(chunk, responses, reasons):
                 results[job] = (resp, why)
-            bar.update(len(chunk))
+            done += len(chunk)
+            bar.set_postfix_str(f"{done}/{len(jobs)} replies", refresh=False)
 
     response_tokens = [results[j][0] for j in jobs]
     return GenerationResult(
