@@ -3,8 +3,13 @@ steering) and turning parsed arguments into checked settings, a loaded model, a 
 or a steering hook.
 
 Every command checks its numeric flags (:func:`generation_kwargs`,
-:func:`check_steering_args`) before it loads the model, so a bad value fails in a second with
-one line naming the flag, not after minutes of loading or generating.
+:func:`check_steering_args`) and its file and name arguments (:mod:`personalens.cli.preflight`)
+before it imports torch or loads the model, so a bad value fails in a second with one line
+naming the flag, not after minutes of loading or generating.
+
+One flag has one meaning on every command: ``--layer L [L ...]`` (old spelling ``--layers``,
+hidden), ``--backend`` and ``--quiet`` wherever the model runs (:func:`add_command`), and the
+help of every flag shows its default (:class:`HelpFormatter`).
 
 The CLI must start fast: torch-heavy modules are imported inside the functions that use them.
 """
@@ -22,6 +27,7 @@ from personalens._validate import (
     check_number,
     check_steering_value,
 )
+from personalens.cli import preflight
 from personalens.errors import ArgumentError, PersonaLensError
 
 VECTOR_HELP = (
@@ -29,25 +35,69 @@ VECTOR_HELP = (
     "control-vector .gguf, or the name of a shipped vector (e.g. evil)"
 )
 
-JUDGE_HELP = "auto: openai when PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, else offline"
+JUDGE_HELP = (
+    "auto: openai when --judge-base-url, PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, "
+    "else offline (a local judge, no network)"
+)
 COEFF_SCALE_HELP = (
     "raw: multiples of the vector; unit: of its unit direction; resid: of the mean residual "
     "norm at the layer"
 )
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, with ``(default: X)`` after the help of every flag that has a
+    default worth showing (not None, False or an empty list) and does not state it already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        hidden = default is None or default is False or default == [] or default == "==SUPPRESS=="
+        if action.option_strings and not hidden and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def add_command(
-    sub, name: str, *, help: str, old_names: tuple[str, ...] = (), model: bool = False
+    sub,
+    name: str,
+    *,
+    help: str,
+    old_names: tuple[str, ...] = (),
+    model: bool = False,
+    runs_model: bool = False,
 ) -> argparse.ArgumentParser:
-    """The parser of command ``name`` (with the model arguments when ``model``). Each of its
-    ``old_names`` (an earlier spelling) still runs the command, so old scripts keep working, but
-    only ``name`` is listed in the help."""
-    p = sub.add_parser(name, help=help)
+    """The parser of command ``name``: with the model arguments when ``model``, and also
+    ``--backend`` and ``--quiet`` when ``runs_model``. Each of its ``old_names`` (an earlier
+    spelling) still runs the command, so old scripts keep working, but only ``name`` is listed
+    in the help."""
+    p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
     for old in old_names:
         sub.choices[old] = p  # what argparse's aliases= does, minus the listing
-    if model:
+    if model or runs_model:
         add_model_args(p)
+    if runs_model:
+        add_backend_arg(p)
+        p.add_argument(
+            "--quiet", action="store_true", help="no progress bars or status lines on stderr"
+        )
     return p
+
+
+def add_layer_arg(p: argparse.ArgumentParser, help: str, *, many: bool = True) -> None:
+    """``--layer L [L ...]`` (one ``L`` unless ``many``), the one spelling of a layer on every
+    command (``blocks.L.hook_resid_post``); ``--layers`` is a hidden alias, so the old spelling
+    keeps working. Both go to ``args.layer``: a list (``many``) or an int, ``None`` unless given."""
+    kind = {"nargs": "+"} if many else {}
+    p.add_argument("--layer", type=int, default=None, metavar="L", help=help, **kind)
+    p.add_argument(
+        "--layers",
+        dest="layer",
+        type=int,
+        default=argparse.SUPPRESS,
+        help=argparse.SUPPRESS,
+        **kind,
+    )
 
 
 # ----------------------------------------------------------------------------- argument groups
@@ -103,8 +153,17 @@ def add_judge_args(p: argparse.ArgumentParser, *, choose: bool = True) -> None:
         p.add_argument(
             "--judge", choices=["offline", "openai", "auto"], default="auto", help=JUDGE_HELP
         )
-    p.add_argument("--judge-base-url", default=None)
-    p.add_argument("--judge-model", default=None)
+    p.add_argument(
+        "--judge-base-url",
+        default=None,
+        help="OpenAI-compatible judge server URL (default: env PERSONALENS_JUDGE_BASE_URL or "
+        "OPENAI_BASE_URL, else the OpenAI API)",
+    )
+    p.add_argument(
+        "--judge-model",
+        default=None,
+        help="judge model name (default: env PERSONALENS_JUDGE_MODEL, else gpt-4.1-mini)",
+    )
 
 
 # the help of the generation flags, where a command gives none of its own
@@ -113,7 +172,7 @@ GENERATION_HELP = {
     "--temperature": "sampling temperature (0 = greedy)",
     "--top-p": "nucleus sampling: keep the most likely tokens up to this mass (1 = off)",
     "--seed": "sampling seed (every reply is seeded on its own)",
-    "--batch-size": "generation batch size",
+    "--batch-size": "replies generated together (lower it when memory runs out)",
 }
 # the per-prompt count flags (``n`` of a GenerationConfig) that commands spell their own way
 COUNT_DESTS = ("n_per_prompt", "n_per_question")
@@ -136,8 +195,6 @@ def add_generation_args(
     named. ``help`` replaces the help of a flag (by its name). :func:`generation_kwargs` reads
     and checks them."""
     helps = {**GENERATION_HELP, **(help or {})}
-    if temperature == 0.0 and "--temperature" not in (help or {}):
-        helps["--temperature"] = "0 = greedy (default)"
 
     def add(flag: str, kind: type, default: Any) -> None:
         p.add_argument(flag, type=kind, default=default, help=helps.get(flag))
@@ -187,14 +244,33 @@ def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def generation_config(args: argparse.Namespace, **fixed: Any):
     """The checked :class:`~personalens.model.generation.GenerationConfig` of ``args``'s
     generation flags, with the ``fixed`` settings of the command (e.g. ``progress=False``)."""
+    kwargs = {**generation_kwargs(args), **fixed}  # checked before the import (torch)
     from personalens.model.generation import GenerationConfig
 
-    return GenerationConfig(**{**generation_kwargs(args), **fixed})
+    return GenerationConfig(**kwargs)
+
+
+POSITIONS_HELP = (
+    "positions steered: all (every position, prompt and reply, as a TransformerLens hook), "
+    "prompt (the prompt only), response (the last prompt token and every reply token, as the "
+    "Persona Vectors paper)"
+)
+SWEEP_POSITIONS_HELP = (
+    POSITIONS_HELP + "; response by default here, as the Python steering_sweep: it reproduces "
+    "the paper's steering figure"
+)
+MODE_HELP = (
+    "add: add the coefficient times the vector; ablate: remove the component along the vector; cap: "
+    "clamp the projection on the vector at --bound"
+)
 
 
 def add_steering_args(
     p: argparse.ArgumentParser, *, required: bool, sweep: bool = False, multi: bool = False
 ) -> None:
+    """``--vector``, ``--layer`` (``--layers``), ``--coeff`` (not with ``sweep``: the sweep has
+    ``--coeffs``), ``--mode``, ``--positions`` (default ``all``; ``response`` with ``sweep``),
+    ``--coeff-scale``, and ``--bound`` and ``--percentile`` (not with ``sweep``)."""
     multi_help = "; with --dynamic repeat it as --vector NAME=PATH (NAME defaults to the trait)"
     p.add_argument(
         "--vector",
@@ -203,22 +279,37 @@ def add_steering_args(
         action="append" if multi else "store",
         help=VECTOR_HELP + (multi_help if multi else ""),
     )
+    what = "layers to sweep" if sweep else "layer(s) to steer"
+    add_layer_arg(p, f"{what} (default: the vector's best layer)")
     if not sweep:
         p.add_argument(
-            "--layer",
-            type=int,
-            nargs="+",
-            default=None,
-            help="layer(s) to steer (default: the vector's best layer)",
+            "--coeff", type=float, default=None, help="steering coefficient (needed by --mode add)"
         )
-        p.add_argument("--coeff", type=float, default=None, help="steering coefficient")
-    p.add_argument("--mode", choices=["add", "ablate", "cap"], default="add")
-    p.add_argument("--positions", choices=["response", "prompt", "all"], default="response")
+    p.add_argument("--mode", choices=["add", "ablate", "cap"], default="add", help=MODE_HELP)
+    p.add_argument(
+        "--positions",
+        choices=["all", "prompt", "response"],
+        default="response" if sweep else "all",
+        help=SWEEP_POSITIONS_HELP if sweep else POSITIONS_HELP,
+    )
     p.add_argument(
         "--coeff-scale", choices=["raw", "unit", "resid"], default="raw", help=COEFF_SCALE_HELP
     )
-    p.add_argument("--bound", type=float, default=None, help="cap bound (default: calibrated)")
-    p.add_argument("--percentile", type=float, default=95.0, help="cap calibration percentile")
+    if sweep:
+        return  # steering_sweep takes no cap bound
+    p.add_argument(
+        "--bound",
+        type=float,
+        default=None,
+        help="--mode cap: the projection bound (default: calibrated on reference prompts)",
+    )
+    p.add_argument(
+        "--percentile",
+        type=float,
+        default=95.0,
+        help="--mode cap without --bound: the percentile of reference-prompt projections used "
+        "as bound",
+    )
 
 
 # ----------------------------------------------------------------------------- from arguments
@@ -255,12 +346,14 @@ def is_follower(shard, writes: str) -> bool:
 
 def judge_from_args(args: argparse.Namespace):
     """The judge of ``--judge`` (``--judge-base-url`` and ``--judge-model`` for openai)."""
-    from personalens.judges.factory import make_judge
+    from personalens.judges.factory import api_configured, make_judge
 
-    judge_kwargs = {}
-    if args.judge == "openai":
-        judge_kwargs = {"base_url": args.judge_base_url, "model": args.judge_model}
-    return make_judge(args.judge, **judge_kwargs)
+    kind = args.judge
+    if kind == "auto":
+        kind = "openai" if args.judge_base_url or api_configured() else "offline"
+    if kind == "openai":
+        return make_judge("openai", base_url=args.judge_base_url, model=args.judge_model)
+    return make_judge(kind)
 
 
 def layer_or_best(vector, layer: int | None, give: str) -> int:
@@ -273,20 +366,38 @@ def layer_or_best(vector, layer: int | None, give: str) -> int:
     return int(best)
 
 
+def check_backend(args: argparse.Namespace, command: str) -> None:
+    """Refuse ``--backend tl``/``hf`` where ``command`` cannot choose its engine yet: there the
+    engine is what ``auto`` picks."""
+    if args.backend != "auto":
+        raise ArgumentError(
+            f"--backend {args.backend}: {command} cannot choose its engine yet; leave --backend "
+            "auto (it picks hf where the model maps, else tl)"
+        )
+
+
 def check_steering_args(args: argparse.Namespace) -> None:
     """Refuse a NaN, infinite or huge ``--coeff``/``--coeffs``/``--bound``, a ``--percentile``
-    outside [0, 100], and ``--mode add`` with a ``--vector`` but no ``--coeff``: before the model
-    loads (an :class:`~personalens.errors.ArgumentError` naming the flag)."""
+    outside [0, 100], ``--mode add`` with a ``--vector`` but no ``--coeff``, and a ``--vector``
+    that names no file and no vector shipped for ``--model``, and a missing ``--model`` path:
+    before the model loads (an
+    :class:`~personalens.errors.ArgumentError` naming the flag)."""
     if getattr(args, "coeff", None) is not None:
         check_steering_value("--coeff", args.coeff)
     for c in getattr(args, "coeffs", None) or ():
         check_steering_value("--coeffs", c)
-    if args.bound is not None:
+    if getattr(args, "bound", None) is not None:
         check_steering_value("--bound", args.bound)
-    check_number("--percentile", args.percentile, lo=0, hi=100, what="cap calibration percentile")
+    if hasattr(args, "percentile"):
+        check_number(
+            "--percentile", args.percentile, lo=0, hi=100, what="cap calibration percentile"
+        )
     chooses_coeff = hasattr(args, "coeffs") or getattr(args, "dynamic", False)
     if not chooses_coeff and args.vector and args.mode == "add" and args.coeff is None:
         raise ArgumentError("--mode add needs --coeff C (try --coeff 4 and adjust)")
+    preflight.model_name_hint(args.model)  # a missing --model path
+    if isinstance(args.vector, str):  # chat's --vector list is checked by chat
+        preflight.check_vector(args.vector, args.model)
 
 
 def steering_kwargs(args: argparse.Namespace) -> dict:

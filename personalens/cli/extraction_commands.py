@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from personalens._validate import check_count, check_number, check_pairs
-from personalens.cli import common
+from personalens.cli import common, preflight
 from personalens.errors import ArgumentError
 
 # the summary.json keys `extract` prints
@@ -22,6 +22,10 @@ EXTRACT_SUMMARY_KEYS = (
     "trait model judge n_pos n_neg best_layer best_auc best_layer_neutral best_auc_neutral "
     "timings_s"
 ).split()
+
+TRAIT_HINT = (
+    ". Give a trait file, or write one with `personalens traits new NAME --description ...`"
+)
 
 # ----------------------------------------------------------------------------- traits
 
@@ -32,10 +36,14 @@ def add_traits_parser(sub) -> None:
     )
     p.set_defaults(func=cmd_traits, traits_command=None)
     tsub = p.add_subparsers(dest="traits_command")
-    show = tsub.add_parser("show", help="print a trait file")
-    show.add_argument("name")
-    new = tsub.add_parser("new", help="write a new trait file with an LLM (OpenAI-compatible API)")
-    new.add_argument("name")
+    show = tsub.add_parser("show", help="print a trait file", formatter_class=common.HelpFormatter)
+    show.add_argument("name", help="a shipped trait name or a trait file")
+    new = tsub.add_parser(
+        "new",
+        help="write a new trait file with an LLM (OpenAI-compatible API)",
+        formatter_class=common.HelpFormatter,
+    )
+    new.add_argument("name", help="the new trait's name")
     new.add_argument("--description", required=True, help="what the trait is, in a sentence or two")
     new.add_argument("--out", default=None, help="output path (default: traits/NAME.json)")
     new.add_argument(
@@ -44,7 +52,7 @@ def add_traits_parser(sub) -> None:
         help="OpenAI-compatible base URL (env PERSONALENS_JUDGE_BASE_URL)",
     )
     new.add_argument("--judge-model", default=None, help="model name (env PERSONALENS_JUDGE_MODEL)")
-    new.add_argument("--force", action="store_true")
+    new.add_argument("--force", action="store_true", help="overwrite an existing --out file")
 
 
 def cmd_traits(args: argparse.Namespace) -> int:
@@ -86,11 +94,17 @@ def cmd_traits_new(args: argparse.Namespace) -> int:
 
 def add_extract_parser(sub) -> None:
     p = common.add_command(
-        sub, "extract", help="extract a persona vector into a resumable run directory", model=True
+        sub,
+        "extract",
+        help="extract a persona vector into a resumable run directory",
+        runs_model=True,
     )
-    common.add_backend_arg(p)
-    p.add_argument("--trait", default=None, help="a shipped trait name (see `personalens traits`)")
-    p.add_argument("--trait-file", default=None, help="a trait JSON file")
+    p.add_argument(
+        "--trait",
+        default=None,
+        help="a shipped trait name (see `personalens traits`) or a trait file",
+    )
+    p.add_argument("--trait-file", default=None, help="a trait JSON file (or a shipped trait name)")
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     common.add_judge_args(p)
     common.add_generation_args(
@@ -100,31 +114,43 @@ def add_extract_parser(sub) -> None:
         seed=True,
         count="--n-per-question",
         batch_size=32,
-        help={"--n-per-question": "replies per question and instruction side"},
+        help={
+            "--n-per-question": "replies per question and instruction side",
+            "--max-new-tokens": "most tokens per reply (as the Python ExtractionConfig: the "
+            "judge and the response average need only short replies)",
+        },
     )
-    p.add_argument("--threshold", type=float, default=50.0)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=50.0,
+        help="judge score (0-100) a positive reply must reach; a negative one must stay under "
+        "100 minus it",
+    )
     p.add_argument(
         "--pairs", type=int, nargs="*", default=None, help="instruction pairs to use (default all)"
     )
     p.add_argument(
         "--max-questions", type=int, default=None, help="use the first N questions of each split"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_shard_args(p)
     p.set_defaults(func=cmd_extract)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
+    if bool(args.trait) == bool(args.trait_file):
+        raise ArgumentError("give exactly one of --trait NAME or --trait-file PATH")
+    settings = _extraction_settings(args)  # every flag is checked before torch is imported
+    flag = "--trait-file" if args.trait_file else "--trait"
+    preflight.check_file_or_shipped(
+        flag, args.trait_file or args.trait, "traits", "trait", TRAIT_HINT
+    )
+    preflight.model_name_hint(args.model)  # a missing --model path
+    from personalens.extraction.config import ExtractionConfig
     from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import load_trait
 
-    if bool(args.trait) == bool(args.trait_file):
-        print(
-            "personalens: error: give exactly one of --trait NAME or --trait-file PATH",
-            file=sys.stderr,
-        )
-        return 2
-    config = _extraction_config(args)  # the flags are checked before anything loads
+    config = ExtractionConfig(**settings)
     trait = load_trait(args.trait_file or args.trait)
     bad = [i for i in config.pairs or () if i >= trait.n_pairs]
     if bad:
@@ -150,27 +176,25 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return 0
 
 
-def _extraction_config(args: argparse.Namespace):
-    """The :class:`~personalens.extraction.config.ExtractionConfig` of the flags, each checked
-    (an :class:`~personalens.errors.ArgumentError` naming the flag)."""
-    from personalens.extraction.config import ExtractionConfig
-
+def _extraction_settings(args: argparse.Namespace) -> dict:
+    """The :class:`~personalens.extraction.config.ExtractionConfig` keywords of the flags, each
+    checked (an :class:`~personalens.errors.ArgumentError` naming the flag); imports nothing."""
     gen = common.generation_kwargs(args)
     pairs = check_pairs("--pairs", args.pairs) if args.pairs else None  # bare --pairs: all
     if args.max_questions is not None:
         check_count(
             "--max-questions", args.max_questions, what="use the first N questions of each split"
         )
-    return ExtractionConfig(
-        n_per_question=gen["n"],
-        max_new_tokens=gen["max_new_tokens"],
-        temperature=gen["temperature"],
-        seed=gen["seed"],
-        threshold=check_number("--threshold", args.threshold, lo=0, hi=100, what="judge score"),
-        pairs=pairs,
-        generation_batch_size=gen["batch_size"],
-        max_questions=args.max_questions,
-    )
+    return {
+        "n_per_question": gen["n"],
+        "max_new_tokens": gen["max_new_tokens"],
+        "temperature": gen["temperature"],
+        "seed": gen["seed"],
+        "threshold": check_number("--threshold", args.threshold, lo=0, hi=100, what="judge score"),
+        "pairs": pairs,
+        "generation_batch_size": gen["batch_size"],
+        "max_questions": args.max_questions,
+    }
 
 
 # ----------------------------------------------------------------------------- layer sweep

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from personalens._validate import check_number
-from personalens.cli import common
+from personalens.cli import common, preflight
 from personalens.errors import PersonaLensError
 
 CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (new system prompt), /exit"
@@ -29,6 +29,7 @@ def add_info_parser(sub) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    preflight.model_name_hint(args.model)  # a missing --model path fails before torch loads
     from personalens.model.load import model_info
 
     print(json.dumps(model_info(common.load_model_from_args(args))))
@@ -40,10 +41,17 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def add_chat_parser(sub) -> None:
     p = common.add_command(
-        sub, "chat", help="chat with the model (reads stdin; works from a pipe)", model=True
+        sub, "chat", help="chat with the model (reads stdin; works from a pipe)", runs_model=True
     )
     p.add_argument("--system", default=None, help="system prompt")
-    common.add_generation_args(p, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=True)
+    common.add_generation_args(
+        p,
+        max_new_tokens=256,
+        temperature=0.0,
+        top_p=1.0,
+        seed=True,
+        help={"--max-new-tokens": "most tokens per reply (long: a conversation's answers)"},
+    )
     p.add_argument(
         "--format",
         choices=["text", "jsonl"],
@@ -63,7 +71,13 @@ def add_chat_parser(sub) -> None:
         metavar="NAME=VALUE",
         help="with --dynamic: target level in [-1, 1] of a trait (repeatable)",
     )
-    p.add_argument("--policy", choices=["projection", "llm"], default="projection")
+    p.add_argument(
+        "--policy",
+        choices=["projection", "llm"],
+        default="projection",
+        help="with --dynamic: projection: from the conversation's projections on each vector; "
+        "llm: an OpenAI-compatible LLM reads the conversation (--judge-base-url, --judge-model)",
+    )
     p.add_argument(
         "--max-coeff", type=float, default=4.0, help="with --dynamic: coefficient at adjustment 1"
     )
@@ -85,14 +99,16 @@ def add_chat_parser(sub) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     vectors = args.vector or []
-    config = common.generation_config(args, progress=False)  # checked before the model loads
+    common.generation_kwargs(args)  # every flag is checked before torch is imported
     _check_chat_args(args, vectors)
+    config = common.generation_config(args, progress=False)
     model = common.load_model_from_args(args)
     handle = None
     if vectors and not args.dynamic:
         one = argparse.Namespace(**{**vars(args), "vector": vectors[0]})
         handle = common.steering_from_args(model, one)
-        print(f"steering: {handle.plan.description}", file=sys.stderr)
+        if not args.quiet:
+            print(f"steering: {handle.plan.description}", file=sys.stderr)
     steerer = _dynamic_from_args(model, args, vectors, config) if args.dynamic else None
     try:
         _chat_loop(model, args, config, steerer)
@@ -126,7 +142,7 @@ def _chat_loop(model, args: argparse.Namespace, config, steerer) -> None:
             system, history = _chat_command(text, system, history)
             continue
         messages = build_messages(text, system=system, history=history)
-        reply, extra = _reply(model, messages, config, steerer, args.format)
+        reply, extra = _reply(model, messages, config, steerer, args)
         history = [m for m in messages if m["role"] != "system"]
         history.append({"role": "assistant", "content": reply})
         if args.format == "jsonl":
@@ -145,15 +161,15 @@ def _chat_command(text: str, system: str | None, history: list) -> tuple[str | N
     return system, history
 
 
-def _reply(model, messages: list, config, steerer, fmt: str) -> tuple[str, dict]:
+def _reply(model, messages: list, config, steerer, args) -> tuple[str, dict]:
     """The model's reply, and (with dynamic steering) the turn's coefficients and rationale."""
     from personalens.model.generation import generate
 
     if steerer is None:
-        return generate(model, [messages], config).responses[0], {}
+        return generate(model, [messages], config, backend=args.backend).responses[0], {}
     turn = steerer.respond(messages)
     extra = {k: v for k, v in turn.to_dict().items() if k not in ("user", "reply")}
-    if fmt != "jsonl":
+    if args.format != "jsonl" and not args.quiet:
         coeffs = " ".join(f"{t}={c:+.2f}" for t, c in turn.coefficients.items())
         print(f"[dynamic] {coeffs} ({turn.rationale})", file=sys.stderr)
     return turn.reply, extra
@@ -173,11 +189,14 @@ def _check_chat_args(args: argparse.Namespace, vectors: list[str]) -> None:
     elif args.target:
         raise PersonaLensError("--target sets the target persona of --dynamic steering")
     common.check_steering_args(args)  # --coeff, --bound, --percentile
+    for item in vectors:  # every --vector names a file or a shipped vector
+        preflight.check_vector(split_named_vector(item)[1], args.model)
 
 
 def _check_dynamic_args(args: argparse.Namespace, vectors: list[str]) -> None:
     if not vectors:
         raise PersonaLensError("--dynamic needs at least one --vector NAME=PATH (or PATH)")
+    common.check_backend(args, "chat --dynamic")
     if args.coeff is not None:
         raise PersonaLensError("--dynamic chooses the coefficients; bound them with --max-coeff")
     if args.mode != "add":
@@ -205,15 +224,21 @@ def _parse_targets(items: list[str] | None) -> dict[str, float]:
     return out
 
 
+def split_named_vector(item: str) -> tuple[str | None, str]:
+    """``NAME=PATH`` -> (NAME, PATH); ``PATH`` (a path with ``=`` in it too) -> (None, PATH)."""
+    name, sep, path = item.partition("=")
+    if not sep or Path(item).exists() or "/" in name or not name.strip():
+        return None, item
+    return name.strip(), path
+
+
 def _named_vector(item: str, model):
     """``NAME=PATH`` or ``PATH`` (named by the vector's trait) -> (name, vector)."""
     from personalens.vectors.resolve import load_vector
 
-    name, sep, path = item.partition("=")
-    if not sep or Path(item).exists() or "/" in name or not name.strip():
-        vector = load_vector(item, model)
-        return vector.trait, vector
-    return name.strip(), load_vector(path, model)
+    name, spec = split_named_vector(item)
+    vector = load_vector(spec, model)
+    return name or vector.trait, vector
 
 
 def _dynamic_from_args(model, args: argparse.Namespace, vectors: list[str], config):
@@ -245,9 +270,10 @@ def _dynamic_from_args(model, args: argparse.Namespace, vectors: list[str], conf
         positions=args.positions,
         generation=config,
     )
-    print(
-        f"dynamic steering: {steerer.policy!r}, layers {steerer.layers}, target "
-        f"{steerer.target}, max coeff {args.max_coeff} ({args.coeff_scale})",
-        file=sys.stderr,
-    )
+    if not args.quiet:
+        print(
+            f"dynamic steering: {steerer.policy!r}, layers {steerer.layers}, target "
+            f"{steerer.target}, max coeff {args.max_coeff} ({args.coeff_scale})",
+            file=sys.stderr,
+        )
     return steerer

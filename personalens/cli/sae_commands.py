@@ -12,8 +12,8 @@ from pathlib import Path
 
 from personalens._io import atomic_write_text
 from personalens._validate import check_count
-from personalens.cli import common
-from personalens.errors import PersonaLensError
+from personalens.cli import common, preflight
+from personalens.errors import ArgumentError, PersonaLensError
 
 # the decomposition table's columns `decompose` prints, where present
 PRINTED_COLUMNS = "layer direction rank feature cosine attribution attribution_samples".split()
@@ -26,13 +26,13 @@ DECOMPOSE_HELP = (
 
 
 def add_decompose_parser(sub) -> None:
-    p = common.add_command(sub, "decompose", help=DECOMPOSE_HELP, model=True)
+    p = common.add_command(sub, "decompose", help=DECOMPOSE_HELP, runs_model=True)
     p.add_argument(
         "--vector",
         required=True,
         help="a persona vector: an extraction run directory (also used for attributions), a "
         ".json/.safetensors pair, a llama.cpp control-vector .gguf, or the name of a shipped "
-        "vector (e.g. evil)",
+        "vector (e.g. evil; without --contexts, one shipped for the embedded model)",
     )
     p.add_argument(
         "--sae",
@@ -40,12 +40,10 @@ def add_decompose_parser(sub) -> None:
         help="an SAE directory (cfg.json + sae_weights.safetensors), a folder of "
         "blocks.L.hook_resid_post SAE directories, or 'embedded' (shipped with personalens)",
     )
-    p.add_argument(
-        "--layer",
-        type=int,
-        nargs="+",
-        default=None,
-        help="layer(s) (blocks.L.hook_resid_post; default: the SAE's own layer)",
+    common.add_layer_arg(
+        p,
+        "layer(s) (blocks.L.hook_resid_post; default: the SAE's own layer; for 'embedded' or a "
+        "folder of per-layer SAEs, every layer that has one)",
     )
     p.add_argument("--k", type=int, default=20, help="most aligned features per layer")
     p.add_argument(
@@ -72,39 +70,23 @@ def add_decompose_parser(sub) -> None:
     )
     p.add_argument("--corpus", nargs="+", default=None, help="text files for --contexts")
     p.add_argument("--contexts-n", type=int, default=10, help="examples per feature")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_decompose)
 
 
 def cmd_decompose(args: argparse.Namespace) -> int:
     """Top-k SAE features of a persona vector: JSON, CSV and HTML; optionally top contexts."""
+    run = _check_decompose_args(args)  # every flag is checked before torch is imported
     from personalens.plot.sae import plot_sae_cosines
     from personalens.plot.style import save_html
     from personalens.sae.decompose import decompose
     from personalens.sae.load import load_sae
     from personalens.vectors.resolve import load_vector
 
-    check_count("--k", args.k, what="features per layer")
-    if args.k_anti is not None:
-        check_count("--k-anti", args.k_anti, minimum=0, what="anti-aligned features per layer")
-    check_count("--contexts-n", args.contexts_n, what="examples per feature")
-    vector_path = Path(args.vector)
-    run = Path(args.run) if args.run else None
-    if run is None and vector_path.is_dir() and (vector_path / "summary.json").is_file():
-        run = vector_path  # a run directory as --vector also gives the activations
-    if args.contexts and run is None and not args.corpus:
-        raise PersonaLensError(
-            "--contexts needs a corpus: --run RUN_DIR (its responses) and/or --corpus FILE ..."
-        )
-    model = (
-        common.load_model_from_args(args)
-        if args.contexts or vector_path.suffix == ".gguf"
-        else None
-    )
+    model = common.load_model_from_args(args) if _loads_model(args) else None
     vector = load_vector(args.vector, model)
     check = model if model is not None else vector
     saes = {}
-    for layer in args.layer or [None]:
+    for layer in args.layer or _sae_layers(args.sae, check) or [None]:
         sae = load_sae(args.sae, layer=layer, model=check, device=args.device)
         saes[sae.layer] = sae
     dec = decompose(
@@ -131,6 +113,62 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         print(f"\nattributions from {dec.settings['activations']}")
     print(f"wrote {', '.join(str(out / w) for w in written)}")
     return 0
+
+
+def _loads_model(args: argparse.Namespace) -> bool:
+    """Whether decompose needs the model: for --contexts, or to map a .gguf onto its layers."""
+    return args.contexts or Path(args.vector).suffix == ".gguf"
+
+
+def _check_decompose_args(args: argparse.Namespace) -> Path | None:
+    """Check every flag, file and name before anything loads; the run directory of the
+    activation attributions (``--run``, else ``--vector`` when it is a run directory) or None."""
+    check_count("--k", args.k, what="features per layer")
+    if args.k_anti is not None:
+        check_count("--k-anti", args.k_anti, minimum=0, what="anti-aligned features per layer")
+    check_count("--contexts-n", args.contexts_n, what="examples per feature")
+    common.check_backend(args, "decompose")
+    preflight.check_vector(args.vector, args.model if _loads_model(args) else None)
+    if args.sae != "embedded" and not Path(args.sae).exists():
+        raise ArgumentError(
+            f"--sae {args.sae}: no such SAE directory (give a folder with cfg.json and "
+            "sae_weights.safetensors, a folder of blocks.L.hook_resid_post ones, or 'embedded')"
+        )
+    for f in args.corpus or ():
+        preflight.check_file("--corpus", f, "text file")
+    vector_path = Path(args.vector)
+    run = preflight.check_dir("--run", args.run, "run directory") if args.run else None
+    if run is None and vector_path.is_dir() and (vector_path / "summary.json").is_file():
+        run = vector_path  # a run directory as --vector also gives the activations
+    if args.contexts and run is None and not args.corpus:
+        raise PersonaLensError(
+            "--contexts needs a corpus: --run RUN_DIR (its responses) and/or --corpus FILE ..."
+        )
+    preflight.model_name_hint(args.model)  # a missing --model path
+    return run
+
+
+def _sae_layers(sae: str, model) -> list[int]:
+    """The layers of ``--sae`` without ``--layer``: for 'embedded' those shipped for the model,
+    for a folder of ``blocks.L.hook_resid_post`` SAE folders those it holds; else none (a single
+    SAE folder: its own layer)."""
+    from personalens.sae.layer_sae import RESID_POST
+    from personalens.sae.load import SAE_CFG_FILE, shipped_sae_dir
+
+    if sae == "embedded":
+        name = getattr(getattr(model, "cfg", None), "model_name", None)
+        folder = shipped_sae_dir(name or getattr(model, "model", None))
+        if not folder.is_dir():
+            raise ArgumentError(
+                f"--sae embedded: no SAE is shipped for {folder.name} (SAEs ship for the "
+                "embedded model); give an SAE directory"
+            )
+    else:
+        folder = Path(sae)
+        if not folder.is_dir() or (folder / SAE_CFG_FILE).is_file():
+            return []  # load_sae reads (or refuses) it
+    found = (RESID_POST.match(d.name) for d in sorted(folder.iterdir()) if d.is_dir())
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 def _write_contexts(model, saes: dict, dec, corpus: list[Path], args, out: Path) -> list[str]:

@@ -14,29 +14,41 @@ from itertools import zip_longest
 from pathlib import Path
 
 from personalens._io import atomic_write_text
-from personalens.cli import common
+from personalens.cli import common, preflight
+from personalens.errors import ArgumentError
 
 # ----------------------------------------------------------------------------- steer
 
 
 def add_steer_parser(sub) -> None:
     p = common.add_command(
-        sub, "steer", help="print unsteered and steered completions side by side", model=True
+        sub, "steer", help="print unsteered and steered completions side by side", runs_model=True
     )
-    common.add_backend_arg(p)
     common.add_steering_args(p, required=True)
     p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
     p.add_argument("--system", default=None, help="system prompt")
-    common.add_generation_args(p, max_new_tokens=96, temperature=0.0, seed=True)
-    p.add_argument("--format", choices=["text", "json"], default="text")
+    common.add_generation_args(
+        p,
+        max_new_tokens=96,
+        temperature=0.0,
+        seed=True,
+        help={"--max-new-tokens": "most tokens per reply (short: two replies side by side)"},
+    )
+    p.add_argument(
+        "--format",
+        choices=["text", "json"],
+        default="text",
+        help="text: the two replies side by side; json: one object per prompt",
+    )
     p.set_defaults(func=cmd_steer)
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
+    common.generation_kwargs(args)  # every flag is checked before torch is imported
+    common.check_steering_args(args)
     from personalens.model.generation import generate
 
-    config = common.generation_config(args, progress=False)  # checked before the model loads
-    common.check_steering_args(args)
+    config = common.generation_config(args, progress=False)
     model = common.load_model_from_args(args)
     plain = generate(model, args.prompt, config, system=args.system, backend=args.backend).responses
     handle = common.steering_from_args(model, args)
@@ -85,45 +97,66 @@ STEERING_SWEEP_HELP = (
 
 def add_steering_sweep_parser(sub) -> None:
     p = common.add_command(
-        sub, "steering-sweep", help=STEERING_SWEEP_HELP, old_names=("sweep-steer",), model=True
+        sub,
+        "steering-sweep",
+        help=STEERING_SWEEP_HELP,
+        old_names=("sweep-steer",),
+        runs_model=True,
     )
-    common.add_backend_arg(p)
     common.add_steering_args(p, required=True, sweep=True)
-    p.add_argument(
-        "--layers", type=int, nargs="+", default=None, help="default: the vector's best layer"
-    )
     p.add_argument(
         "--coeffs", type=float, nargs="+", required=True, help="coefficients (0 = unsteered)"
     )
     p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    p.add_argument("--trait", default=None, help="trait to judge (default: the vector's trait)")
+    p.add_argument(
+        "--trait",
+        default=None,
+        help="trait to judge: a shipped trait name or a trait file (default: the vector's trait)",
+    )
     p.add_argument(
         "--prompts-file", default=None, help="one prompt per line (default: held-out questions)"
     )
-    p.add_argument("--system", default=None)
+    p.add_argument("--system", default=None, help="system prompt for every prompt")
     common.add_judge_args(p)
     common.add_generation_args(
-        p, max_new_tokens=64, temperature=0.0, seed=True, count="--n-per-prompt", batch_size=32
+        p,
+        max_new_tokens=64,
+        temperature=0.0,
+        seed=True,
+        count="--n-per-prompt",
+        batch_size=32,
+        help={
+            "--max-new-tokens": "most tokens per reply, in every (layer, coeff) cell (as the "
+            "Python steering_sweep: many cells are generated and judged)",
+            "--n-per-prompt": "replies per prompt in every cell",
+        },
     )
-    p.add_argument("--quiet", action="store_true")
     common.add_shard_args(p)
     p.set_defaults(func=cmd_steering_sweep)
 
 
 def cmd_steering_sweep(args: argparse.Namespace) -> int:
+    common.generation_kwargs(args)  # every flag is checked before torch is imported
+    common.check_steering_args(args)
+    if args.trait:
+        preflight.check_file_or_shipped("--trait", args.trait, "traits", "trait")
+    prompts = None
+    if args.prompts_file:
+        prompts = _read_prompts(preflight.check_file("--prompts-file", args.prompts_file))
+        if not prompts:
+            raise ArgumentError(f"--prompts-file {args.prompts_file}: holds no prompt")
     from personalens.studies.steering_sweep import steering_sweep
     from personalens.vectors.resolve import load_vector
 
-    generation = common.generation_config(args)  # checked before the model loads
-    common.check_steering_args(args)
+    generation = common.generation_config(args)
+    judge = common.judge_from_args(args)
     shard = common.shard_from_args(args)
     with common.holding_run_dirs([args.out], shard):
         model = common.load_model_from_args(args)
         vector = load_vector(args.vector, model)
-        prompts = _read_prompts(Path(args.prompts_file)) if args.prompts_file else None
-        layers = args.layers
+        layers = args.layer
         if layers is None:
-            layers = [common.layer_or_best(vector, None, "--layers L [L ...]")]
+            layers = [common.layer_or_best(vector, None, "--layer L [L ...]")]
         result = steering_sweep(
             model,
             vector,
@@ -131,7 +164,7 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
             layers=layers,
             coeffs=args.coeffs,
             trait=args.trait,
-            judge=common.judge_from_args(args),
+            judge=judge,
             system=args.system,
             generation=generation,
             mode=args.mode,

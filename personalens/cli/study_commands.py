@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from personalens._io import atomic_write_text
-from personalens.cli import common
+from personalens.cli import common, preflight
 from personalens.errors import PersonaLensError
 
 # ----------------------------------------------------------------------------- screening (ΔP)
@@ -24,8 +24,7 @@ SCREEN_HELP = (
 
 
 def add_screen_parser(sub) -> None:
-    p = common.add_command(sub, "screen", help=SCREEN_HELP, model=True)
-    common.add_backend_arg(p)
+    p = common.add_command(sub, "screen", help=SCREEN_HELP, runs_model=True)
     p.add_argument("--vector", required=True, help=common.VECTOR_HELP)
     p.add_argument(
         "--data",
@@ -36,8 +35,8 @@ def add_screen_parser(sub) -> None:
         "('prompt', 'answer'; optional 'id', 'system'). Several: one subfolder each, one "
         "overlaid histogram",
     )
-    p.add_argument(
-        "--layer", type=int, default=None, help="layer L (default: the vector's best layer)"
+    common.add_layer_arg(
+        p, "the one layer to project on (default: the vector's best layer)", many=False
     )
     p.add_argument(
         "--out", required=True, help="output directory (rerun the same command to resume)"
@@ -46,22 +45,27 @@ def add_screen_parser(sub) -> None:
         p,
         max_new_tokens=128,
         batch_size=16,
-        help={"--max-new-tokens": "length of the model's own (greedy) reply", "--batch-size": None},
+        help={
+            "--max-new-tokens": "length of the model's own (greedy) reply to each prompt (as "
+            "the Python screen)",
+            "--batch-size": "samples generated and read together",
+        },
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     common.add_shard_args(p)
     p.set_defaults(func=cmd_screen)
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
     """ΔP of every sample of one or more datasets; tables, summaries and an overlay histogram."""
+    gen = common.generation_kwargs(args)  # every flag is checked before torch is imported
+    files = [preflight.check_file("--data", f, "dataset file") for f in args.data]
+    preflight.check_vector(args.vector, args.model)
+    preflight.model_name_hint(args.model)  # a missing --model path
     from personalens.model.generation import GenerationConfig
     from personalens.studies.screening import screen
     from personalens.studies.screening_data import load_screening_data
     from personalens.vectors.resolve import load_vector
 
-    gen = common.generation_kwargs(args)  # the flags are checked before the model loads
-    files = [Path(f) for f in args.data]
     for f in files:  # every file parses (and may fail) before the model loads
         load_screening_data(f)
     names = [f.stem for f in files]
@@ -128,9 +132,15 @@ QUESTIONNAIRE_HELP = (
 
 
 def add_questionnaire_parser(sub) -> None:
-    p = common.add_command(sub, "questionnaire", help=QUESTIONNAIRE_HELP, model=True)
-    p.add_argument("--file", default=None, help="a questionnaire JSON file")
-    p.add_argument("--name", default=None, help="a shipped questionnaire (default: big_five)")
+    p = common.add_command(sub, "questionnaire", help=QUESTIONNAIRE_HELP, runs_model=True)
+    p.add_argument(
+        "--file", default=None, help="a questionnaire JSON file (or a shipped questionnaire name)"
+    )
+    p.add_argument(
+        "--name",
+        default=None,
+        help="a shipped questionnaire (or a questionnaire file) (default: big_five)",
+    )
     p.add_argument("--system", default=None, help="system prompt for every item")
     p.add_argument(
         "--method",
@@ -147,7 +157,11 @@ def add_questionnaire_parser(sub) -> None:
         p,
         max_new_tokens=32,
         batch_size=16,
-        help={"--max-new-tokens": "generate/judge reply length", "--batch-size": None},
+        help={
+            "--max-new-tokens": "--method generate/judge: most tokens per reply (short: an "
+            "answer on the scale)",
+            "--batch-size": "items scored together",
+        },
     )
     common.add_steering_args(p, required=False)
     p.set_defaults(func=cmd_questionnaire)
@@ -155,15 +169,20 @@ def add_questionnaire_parser(sub) -> None:
 
 def cmd_questionnaire(args: argparse.Namespace) -> int:
     """One JSON object: the per-dimension scores, then `_stats` and `_meta`."""
+    if args.file and args.name:
+        raise PersonaLensError("give --file PATH or --name NAME, not both")
+    gen = common.generation_kwargs(args)  # every flag is checked before torch is imported
+    common.check_steering_args(args)
+    common.check_backend(args, "questionnaire")
+    flag = "--file" if args.file else "--name"
+    preflight.check_file_or_shipped(
+        flag, args.file or args.name or "big_five", "questionnaires", "questionnaire"
+    )
+    # the questionnaire's contents are checked before the model loads
     from personalens.judges.factory import make_judge
     from personalens.studies.personality.questionnaire import score_questionnaire
     from personalens.studies.personality.questionnaire_file import load_questionnaire
 
-    if args.file and args.name:
-        raise PersonaLensError("give --file PATH or --name NAME, not both")
-    gen = common.generation_kwargs(args)  # the flags are checked before the model loads
-    common.check_steering_args(args)
-    # the questionnaire is validated before the model loads
     questionnaire = load_questionnaire(args.file or args.name or "big_five")
     model = common.load_model_from_args(args)
     steering = common.steering_from_args(model, args, plan_only=True) if args.vector else None
