@@ -16,6 +16,13 @@ such a file is personalens layer ``L``.
 personalens loads models without any weight processing that moves the residual basis
 (no centring of writing weights), so a direction found here is the same direction in the HF
 model and in llama.cpp.
+
+Every TransformerLens hook that reads or edits layer ``L`` goes through :func:`resid_hook`,
+which is ``blocks.L.hook_resid_post`` unless an SAE is spliced in there (sae-lens's
+``HookedSAETransformer.add_sae`` replaces that hook point with a wrapper module): then it is the
+wrapper's ``hook_sae_output``, the SAE's output, which is what block ``L + 1`` reads. So
+steering at a spliced layer edits what flows on, and activations read there are what the
+model continues with (with ``use_error_term=True`` that equals the unspliced residual).
 """
 
 from __future__ import annotations
@@ -27,11 +34,40 @@ from personalens.errors import ArgumentError, LayerError, PersonaLensError
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 LAYER_CONVENTION = "resid_post"
+SAE_OUTPUT_HOOK = "hook_sae_output"  # the output hook point of sae-lens's spliced-SAE wrapper
 
 
 def hook_name(layer: int) -> str:
     """The TransformerLens hook point for personalens layer ``layer``."""
     return HOOK_TEMPLATE.format(layer=layer)
+
+
+def resid_hook(model: Any, layer: int) -> str:
+    """The name of the hook point of ``model`` (a ``mod_dict`` key) at which personalens reads
+    and edits layer ``layer``: :func:`hook_name`, or the spliced SAE's ``hook_sae_output``.
+
+    The SAE wrapper is recognised by what it has (an ``hook_sae_output`` hook point, and no
+    ``add_hook`` of its own), not by its class, so sae-lens is never imported here. Anything
+    else without ``add_hook`` at that name raises :class:`~personalens.errors.PersonaLensError`.
+    """
+    name = hook_name(layer)
+    point = model.mod_dict.get(name)
+    if point is None or hasattr(point, "add_hook"):
+        return name  # a plain hook point (a missing one fails where it is used)
+    inner = f"{name}.{SAE_OUTPUT_HOOK}"
+    if hasattr(getattr(point, SAE_OUTPUT_HOOK, None), "add_hook"):
+        if inner in model.mod_dict:
+            return inner
+        raise PersonaLensError(
+            f"{name} holds a spliced SAE whose {SAE_OUTPUT_HOOK} is not among the model's hook "
+            "points; call model.setup() after changing the model's modules"
+        )
+    raise PersonaLensError(
+        f"{name} is a {type(point).__name__}, not a hook point, and has no {SAE_OUTPUT_HOOK} "
+        "hook point either: personalens cannot read or steer layer "
+        f"{layer} of this model. Remove what replaced the hook point (for sae-lens SAEs: "
+        "model.reset_saes()) or splice it in through HookedSAETransformer.add_sae."
+    )
 
 
 def hf_hidden_states_index(layer: int) -> int:

@@ -230,7 +230,7 @@ def steering() -> nbf.NotebookNode:
             "plain = pl.generate(model, questions, max_new_tokens=48)\n"
             'with pl.steer(model, vec, coeff=6.0, layers=[LAYER], positions="response"):\n'
             "    evil = pl.generate(model, questions, max_new_tokens=48)\n"
-            "with pl.steer(model, vec, coeff=-6.0, layers=[LAYER]):\n"
+            'with pl.steer(model, vec, coeff=-6.0, layers=[LAYER], positions="response"):\n'
             "    kind = pl.generate(model, questions, max_new_tokens=48)\n"
             'pd.set_option("display.max_colwidth", 200)\n'
             'pd.DataFrame({"question": questions, "coeff 0": plain.responses, "coeff +6": evil.responses, "coeff -6": kind.responses})'
@@ -337,19 +337,24 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
         ),
         md(
             "## Layer sweep\n"
-            "`layer_sweep` reads the run's cached activations (no model needed) and, per variant and layer, gives the "
-            "held-out AUC of the projection separating trait-positive from trait-negative replies, the separation of "
-            "the means, Cohen's d and the within-class variances, with stratified bootstrap CIs."
+            "`layer_sweep` reads the run's cached activations and, per variant and layer, gives the held-out AUC of the projection separating the replies generated under the pos system prompt from those under the neg one (on **all** held-out replies), the separation of the means, Cohen's d and the within-class variances, with stratified bootstrap CIs.\n"
+            "\n"
+            "Each held-out reply is read two ways, and they answer different questions:\n"
+            "\n"
+            "* **reply only, no system prompt** (`sweep.neutral_metrics(...)`, `best_layer(neutral=True)`; solid in the figure): the reply after its question in the model's default context. *Does the reply's text carry the trait the vector reads?* Its best layer is the vectors' `best_layer`, which monitoring defaults to, and the layer used below.\n"
+            "* **with the system prompt in context** (`sweep[...]`, `best_layer()`; dashed): every reply token can read the instruction through attention, so late layers separate the two conditions whether or not the text shows the trait. *Can the model's state tell the two instructions apart?* An upper bound, inflated by the prompt.\n"
+            "\n"
+            "`model=model` computes the no-system-prompt activations for a run made before they existed (one forward pass per held-out reply, cached in the run); a newer run already has them."
         ),
         code(
-            "sweep = pl.layer_sweep(run, n_boot=200)\n"
-            'print("best layer (response_avg):", sweep.best_layer())\n'
+            "sweep = pl.layer_sweep(run, n_boot=200, model=model)\n"
+            'print("best layer (response_avg), reply only:", sweep.best_layer(neutral=True),\n'
+            '      "| with the system prompt in context:", sweep.best_layer())\n'
             "frame = sweep.to_frame()\n"
             'frame[frame.variant == "response_avg"].iloc[::4].round(3)'
         ),
         md(
-            "One figure for several traits: every finished run under `runs/` is overlaid (CI band, best layer starred). "
-            "`personalens layer-sweep --run runs/evil runs/outgoing ...` writes the same figure as a self-contained HTML file."
+            "One figure for several traits: every finished run under `runs/` is overlaid, each trait in its own colour with both readings (dashed: with the system prompt in context, confounded; solid: reply only, no system prompt), each with its CI band, the star on the solid curve's best layer. A run made before the reply-only reading existed shows only its dashed curve, with a note under the title. `personalens layer-sweep --run runs/evil runs/outgoing ...` writes the same figure as a self-contained HTML file."
         ),
         code(
             'others = [p.parent for p in Path(run).parent.glob("*/summary.json") if p.parent != run]\n'
@@ -363,7 +368,7 @@ def layer_sweep_and_monitoring() -> nbf.NotebookNode:
             "available before generation. Along a spectrum of system prompts from trait-suppressing to trait-promoting:"
         ),
         code(
-            "LAYER = sweep.best_layer()\n"
+            "LAYER = sweep.best_layer(neutral=True)  # the reply-only curve's best layer\n"
             "spectrum = pl.studies.system_prompt_spectrum(trait, pairs=1)\n"
             "question = trait.split_questions()[1][0]\n"
             "pp = pl.studies.last_prompt_projection(model, vec, [c.conversation(question) for c in spectrum], layers=[LAYER])\n"

@@ -627,7 +627,8 @@ def generation_rows(
 
     def ours(steered: bool, **extra: Any) -> Callable[[], Any]:
         def run() -> Any:
-            with pl.steer(tl, directions, coeff, layers=[L]) if steered else nullcontext():
+            steering = pl.steer(tl, directions, coeff, layers=[L], positions="response")
+            with steering if steered else nullcontext():
                 res = pl.generate(tl, convs, **kw, **extra)
             got = sum(len(t) for t in res.response_tokens)
             assert got == g * new_tokens, f"generation stopped early ({got} of {g * new_tokens})"

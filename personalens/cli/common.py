@@ -280,7 +280,9 @@ def add_steering_args(
         help=VECTOR_HELP + (multi_help if multi else ""),
     )
     what = "layers to sweep" if sweep else "layer(s) to steer"
-    add_layer_arg(p, f"{what} (default: the vector's best layer)")
+    add_layer_arg(
+        p, f"{what} (default: the vector's steering_layer, else the middle layer n_layers // 2)"
+    )
     if not sweep:
         p.add_argument(
             "--coeff", type=float, default=None, help="steering coefficient (needed by --mode add)"

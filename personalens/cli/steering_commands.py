@@ -145,6 +145,7 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
         prompts = _read_prompts(preflight.check_file("--prompts-file", args.prompts_file))
         if not prompts:
             raise ArgumentError(f"--prompts-file {args.prompts_file}: holds no prompt")
+    from personalens.steering.resolve import resolve_layers
     from personalens.studies.steering_sweep import steering_sweep
     from personalens.vectors.resolve import load_vector
 
@@ -156,7 +157,8 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
         vector = load_vector(args.vector, model)
         layers = args.layer
         if layers is None:
-            layers = [common.layer_or_best(vector, None, "--layer L [L ...]")]
+            # the vector's steering_layer, else the middle layer (not the late best_layer)
+            layers = resolve_layers(model, vector, None)
         result = steering_sweep(
             model,
             vector,

@@ -329,8 +329,8 @@ def _vectors(
 ) -> dict[str, PersonaVector]:
     """A vector per variant; the held-out measurements are added to their metadata after
     (``layer_auc``, ``layer_auc_neutral``, ``best_layer``: see
-    :meth:`~personalens.extraction.heldout.HeldoutReport.vector_metadata`), so
-    ``steer(model, vector)`` can default to the best layer."""
+    :meth:`~personalens.extraction.heldout.HeldoutReport.vector_metadata`), so monitoring can
+    default to the best layer."""
     meta = {
         "threshold": config.threshold,
         "coherence_threshold": config.coherence_threshold,

@@ -17,7 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from personalens._types import Mask
-from personalens.conventions import hook_name
+from personalens.conventions import resid_hook
 from personalens.errors import PersonaLensError
 from personalens.model.chat import ChatBatch, tokenize_prompts
 from personalens.steering.resolve import (
@@ -89,11 +89,12 @@ def _reference_resid(
     first = batch.attention_mask.long().argmax(dim=1)  # first real token: a massive-norm sink
     keep[torch.arange(keep.shape[0]), first] = False
     out: dict[int, Tensor] = {}
+    names = {resid_hook(model, L): L for L in layers}
 
     def grab(resid: Tensor, hook: Any) -> None:
-        out[int(hook.name.split(".")[1])] = resid[keep].float()
+        out[names[hook.name]] = resid[keep].float()
 
-    with torch.inference_mode(), model.hooks(fwd_hooks=[(hook_name(L), grab) for L in layers]):
+    with torch.inference_mode(), model.hooks(fwd_hooks=[(n, grab) for n in names]):
         model(
             batch.tokens,
             attention_mask=batch.attention_mask.long(),

@@ -155,8 +155,9 @@ class DynamicSteerer:
             overrides it per turn.
         max_coeff: the coefficient at adjustment ±1, one number or ``{trait: number}``, in
             ``coeff_scale`` units (``"raw"``, ``"unit"`` or ``"resid"``, as in :func:`steer`).
-        positions: steered positions during the reply (default ``"response"``: the last prompt
-            token and every generated token).
+        positions: steered positions while the reply is generated: ``"all"`` (default, as
+            :func:`steer`: the conversation and every generated token) or ``"response"`` (the
+            Persona Vectors choice: the last prompt token and every generated token).
         generation: the :class:`~personalens.GenerationConfig` of every reply (default greedy,
             128 tokens).
         baselines: ``{trait: (mean, std)}`` of neutral projections; default: calibrated on
@@ -175,7 +176,7 @@ class DynamicSteerer:
         target: Mapping[str, Number] | None = None,
         max_coeff: Number | Mapping[str, Number] = DEFAULT_MAX_COEFF,
         coeff_scale: str = "raw",
-        positions: str = "response",
+        positions: str = "all",
         generation: GenerationConfig | None = None,
         baselines: Mapping[str, Sequence[Number]] | None = None,
         reference: Sequence[str] | None = None,

@@ -11,16 +11,23 @@ An edit acts on the residual stream ``h`` at layer ``L`` (``blocks.L.hook_resid_
 * ``"cap"``: clamp the projection ``h·v̂`` to at most ``bound`` (``cap_side="max"``; at least
   for ``"min"``), as activation capping along the Assistant Axis does.
 
-Positions (``LayerEdit.positions``):
+Positions (``LayerEdit.positions``; the one place their meaning is stated):
 
-* ``"all"``: every non-padding position.
+* ``"all"`` (the default of :func:`~personalens.steering.hooks.steer`,
+  :func:`~personalens.steering.hooks.add_steering` and
+  :func:`~personalens.steering.plan.plan_steering`): every non-padding position of every
+  forward, as a TransformerLens hook, llama.cpp control vectors, repeng and steering-vectors
+  do. Around a plain ``model(tokens)`` or ``run_with_cache`` every position changes; during
+  generation the prompt (prefill) and every decode step are steered.
 * ``"prompt"``: the positions of a forward pass without a KV cache (a prompt, or a prefill);
   decode steps of generation are not steered.
 * ``"response"``: the positions whose output predicts a response token: the last prompt token
   of a prefill and every decode step. This is what the Persona Vectors ``ActivationSteerer``
   steers (the last position of every forward), and it keeps generation with a KV cache equal to
-  generation without one. A forward without a KV cache is treated as a prompt about to be
-  answered (only each row's last token is steered); to steer a teacher-forced
+  generation without one. It is an explicit choice: the paper reproductions pass it
+  (:func:`~personalens.studies.steering_sweep.steering_sweep` defaults to it, since it
+  reproduces the paper's steering figure). A forward without a KV cache is treated as a prompt
+  about to be answered (only each row's last token is steered); to steer a teacher-forced
   prompt + response, pass an explicit mask, e.g.
   :func:`~personalens.steering.calibration.response_positions` of a ``ChatBatch``.
 * a boolean tensor ``[batch, pos]``: exactly those positions, for forwards of that shape.
@@ -64,7 +71,7 @@ class LayerEdit:
     unit: Float[Tensor, " d_model"] | None = None
     bound: float | None = None
     cap_side: Literal["max", "min"] = "max"
-    positions: Positions = "response"
+    positions: Positions = "all"
 
 
 def check_positions(positions: Any) -> None:

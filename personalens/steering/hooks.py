@@ -2,14 +2,18 @@
 
 ::
 
-    with steer(model, vector, coeff=4.0, layers=[12], positions="response"):
+    with steer(model, vector, coeff=4.0, layers=[12]):    # every position, like a TL hook
         result = generate(model, prompts)          # or model(...), model.run_with_cache(...)
+    with steer(model, vector, coeff=4.0, layers=[12], positions="response"):  # Persona Vectors
+        ...
 
-Layer ``L`` is ``blocks.L.hook_resid_post`` (see :mod:`personalens.conventions`); the hook
-edits the residual stream there, so every later layer sees the edit and earlier ones do not.
-The modes (``"add"``, ``"ablate"``, ``"cap"``) and positions (``"response"``, ``"prompt"``,
-``"all"``, a mask) are those of :mod:`personalens.steering.edits`; how a request becomes
-per-layer edits (``coeff_scale``, calibrated cap bounds) is :mod:`personalens.steering.plan`.
+Layer ``L`` is ``blocks.L.hook_resid_post`` (see :mod:`personalens.conventions`; a spliced
+SAE's output there, see :func:`~personalens.conventions.resid_hook`); the hook edits the
+residual stream there, so every later layer sees the edit and earlier ones do not. The modes
+(``"add"``, ``"ablate"``, ``"cap"``) and positions (``"all"`` by default, ``"prompt"``,
+``"response"``, a mask) are those of :mod:`personalens.steering.edits`; how a request becomes
+per-layer edits (the default layer and coefficient, ``coeff_scale``, calibrated cap bounds) is
+:mod:`personalens.steering.plan`.
 
 Padding (as given by ``attention_mask`` or TransformerLens's own left-padding mask) is never
 steered. Hooks live only inside the ``with`` block (or until ``handle.remove()`` for
@@ -35,7 +39,7 @@ from torch import Tensor
 from transformer_lens.utilities.tokenize_utils import get_attention_mask
 
 from personalens._types import Mask
-from personalens.conventions import hook_name
+from personalens.conventions import resid_hook
 from personalens.steering.edits import ForwardContext, LayerEdit, Positions, apply_edit
 from personalens.steering.plan import SteeringPlan, plan_steering
 from personalens.steering.resolve import LayerSpec, Number, PerLayer
@@ -194,7 +198,7 @@ class SteeringHandle:
             for edit in plan.edits:
                 if edit.positions is not plan.positions:  # a hand-built plan: its positions
                     edit = replace(edit, positions=plan.positions)
-                point = model.mod_dict[hook_name(edit.layer)]
+                point = model.mod_dict[resid_hook(model, edit.layer)]
                 point.add_hook(make_steering_hook(edit, context), dir="fwd")
                 self._handles.append((point, point.fwd_hooks[-1]))
                 attached.hooks.append((edit, point, point.fwd_hooks[-1]))
@@ -237,9 +241,9 @@ def steer(
     coeff: PerLayer | None = None,
     *,
     layers: LayerSpec = None,
-    positions: Positions = "response",
+    positions: Positions | None = None,
     mode: str = "add",
-    coeff_scale: str = "raw",
+    coeff_scale: str | None = None,
     bound: PerLayer | None = None,
     percentile: Number = 95.0,
     cap_side: str = "max",
@@ -252,11 +256,18 @@ def steer(
         vector: a :class:`~personalens.PersonaVector`, a ``[n_layers, d_model]`` tensor, or one
             ``[d_model]`` direction used at every steered layer.
         coeff: one number, one per layer (aligned with ``layers``), or ``{layer: coeff}``.
-            Required for ``"add"``; for ``"ablate"`` the fraction removed (default 1).
-        layers: an int, a list, ``"all"``, or ``None`` for the vector's recorded best layer.
-        positions: ``"response"`` (default), ``"prompt"``, ``"all"`` or a boolean mask.
+            For ``"add"``: required unless the vector records a ``steering_coeff`` (a steering
+            sweep's best cell); for ``"ablate"`` the fraction removed (default 1).
+        layers: an int, a list, ``"all"``, or ``None``: the vector's recorded
+            ``steering_layer``, else the middle layer ``n_layers // 2`` (not the late
+            monitoring ``best_layer``; see :mod:`~personalens.steering.plan`).
+        positions: ``"all"`` (the default: every position, as a TransformerLens hook),
+            ``"prompt"``, ``"response"`` (the Persona Vectors paper's choice) or a boolean
+            mask; see :mod:`~personalens.steering.edits`. ``None`` is ``"all"``, or with a
+            recorded ``steering_coeff`` the positions it was chosen at.
         mode: ``"add"``, ``"ablate"`` or ``"cap"``.
-        coeff_scale: ``"raw"``, ``"unit"`` or ``"resid"`` (how ``coeff`` is measured; add only).
+        coeff_scale: ``"raw"`` (default), ``"unit"`` or ``"resid"`` (how ``coeff`` is measured;
+            add only; a recorded ``steering_coeff`` brings its own).
         bound: cap bound(s); ``None`` calibrates them at ``percentile`` of the projections of
             ``reference`` prompts (default:
             :data:`~personalens.steering.calibration.REFERENCE_PROMPTS`).

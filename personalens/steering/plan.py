@@ -14,6 +14,19 @@ How ``coeff`` is measured for ``mode="add"`` (``coeff_scale``, ``h + c · s · v
 
 For ``"cap"``, ``bound`` is a number, one per layer, or calibrated as a percentile of the
 projections of reference prompts (:func:`~personalens.steering.calibration.calibrate_cap`).
+
+Defaults of a request that leaves them out:
+
+* ``layers``: the vector's ``steering_layer`` (recorded by
+  :meth:`~personalens.studies.steering_sweep.SteeringSweepResult.tag_vector` from a steering
+  sweep's best cell), else the middle layer
+  (:func:`~personalens.steering.resolve.default_steering_layer`), never the late monitoring
+  ``best_layer``;
+* ``coeff`` (add only): the vector's ``steering_coeff`` with its ``steering_coeff_scale`` and
+  ``steering_positions`` (:func:`~personalens.steering.resolve.recorded_coeff`), else an error;
+* ``positions``: ``"all"`` (see :mod:`~personalens.steering.edits`), or with a recorded
+  coefficient the positions it was chosen at;
+* ``coeff_scale``: ``"raw"``, or a recorded coefficient's.
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from personalens.steering.resolve import (
     Number,
     PerLayer,
     per_layer,
+    recorded_coeff,
     resolve_layers,
     unit_directions,
     vector_directions,
@@ -67,9 +81,9 @@ def plan_steering(
     coeff: PerLayer | None = None,
     *,
     layers: LayerSpec = None,
-    positions: Positions = "response",
+    positions: Positions | None = None,
     mode: str = "add",
-    coeff_scale: str = "raw",
+    coeff_scale: str | None = None,
     bound: PerLayer | None = None,
     percentile: Number = 95.0,
     cap_side: str = "max",
@@ -81,20 +95,25 @@ def plan_steering(
     Validation happens here, before any hook is attached and before any calibration forward
     pass, so bad input fails fast with a clear message: a coefficient or bound that is NaN,
     infinite or beyond ±1e6 raises :class:`~personalens.errors.ArgumentError`. Arguments are
-    those of :func:`~personalens.steering.hooks.steer`.
+    those of :func:`~personalens.steering.hooks.steer`; the defaults (``None``) are resolved
+    here: see the module doc.
     """
     if mode not in MODES:
         raise PersonaLensError(f"unknown steering mode {mode!r}: use one of {MODES}")
-    if coeff_scale not in COEFF_SCALES:
+    if coeff_scale is not None and coeff_scale not in COEFF_SCALES:
         raise PersonaLensError(f"unknown coeff_scale {coeff_scale!r}: use one of {COEFF_SCALES}")
     if cap_side not in ("max", "min"):
         raise PersonaLensError(f"cap_side must be 'max' or 'min', got {cap_side!r}")
-    check_positions(positions)
+    if positions is not None:
+        check_positions(positions)
     check_number("percentile", percentile, lo=0, hi=100, what="the cap calibration percentile")
     dirs = vector_directions(model, vector)
     layer_list = resolve_layers(model, vector, layers)
     if mode == "add" and coeff is None:
-        raise PersonaLensError("mode='add' needs a coefficient: steer(model, v, coeff=4.0, ...)")
+        coeff, coeff_scale, positions = recorded_coeff(vector, layer_list, coeff_scale, positions)
+        check_positions(positions)
+    positions = "all" if positions is None else positions
+    coeff_scale = "raw" if coeff_scale is None else coeff_scale
     n_layers = model.cfg.n_layers
     coeffs = per_layer("coeff", 1.0 if coeff is None else coeff, layer_list, n_layers)
     if mode == "add":

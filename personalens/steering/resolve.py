@@ -2,7 +2,10 @@
 
 Shared by :func:`~personalens.steering.plan.plan_steering` and
 :func:`~personalens.steering.calibration.calibrate_cap`, so both read a vector and a layer
-request the same way and fail with the same messages.
+request the same way and fail with the same messages. The defaults of a request that names no
+layer or coefficient come from the vector's metadata (``steering_layer``, ``steering_coeff``,
+``steering_coeff_scale``, ``steering_positions``, as a steering sweep records them), else the
+middle layer (:func:`default_steering_layer`) and no coefficient.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 LayerSpec = int | Sequence[int] | Literal["all"] | None
+# metadata keys a steering sweep records on a vector (and steering reads as its defaults)
+STEERING_LAYER = "steering_layer"
+STEERING_COEFF = "steering_coeff"
+STEERING_COEFF_SCALE = "steering_coeff_scale"
+STEERING_POSITIONS = "steering_positions"
 Number = float | int
 PerLayer = Number | Sequence[Number] | Mapping[int, Number]
 
@@ -49,18 +57,64 @@ def vector_directions(model: HookedTransformer, vector: Any) -> LayerDirections:
     return dirs.to(device=model.cfg.device, dtype=torch.float32)
 
 
+def default_steering_layer(n_layers: int) -> int:
+    """The layer steering uses when neither ``layers`` nor the vector's ``steering_layer`` says.
+
+    The middle of the network, ``n_layers // 2`` (15 of SmolLM2's 30 layers).
+    """
+    # Steering works in the middle layers, not at the late layers where a trait is best read
+    # (best_layer: 28 of 30 for SmolLM2's `evil`): Persona Vectors steer Llama-3.1-8B at 16 of
+    # 32 (Qwen2.5-7B at 20 of 28), CAA steers Llama-2 at 13 of 32, the Assistant Axis caps a
+    # middle band; n // 2 is the one rule in that range for every depth.
+    return n_layers // 2
+
+
 def resolve_layers(model: HookedTransformer, vector: Any, layers: LayerSpec) -> list[int]:
-    """The steered layers: an int, a list, ``"all"``, or ``None`` for the vector's best layer."""
+    """The steered layers: an int, a list, ``"all"``, or ``None`` for the vector's recorded
+    ``steering_layer`` (a steering sweep's best cell,
+    :meth:`~personalens.studies.steering_sweep.SteeringSweepResult.tag_vector`) and else
+    :func:`default_steering_layer`, the middle of the network. The vector's ``best_layer`` (where
+    the trait is best *read*, usually late) is not a steering default."""
     n_layers = model.cfg.n_layers
     if layers is None:
-        best = getattr(vector, "metadata", {}).get("best_layer")
-        if best is None:
-            raise PersonaLensError(
-                "no layers given: pass layers=[L] (an int, a list, or 'all'); this vector "
-                "records no best_layer to default to"
-            )
-        layers = [int(best)]
+        recorded = getattr(vector, "metadata", {}).get(STEERING_LAYER)
+        layers = [int(recorded) if recorded is not None else default_steering_layer(n_layers)]
     return list(select_layers(layers, n_layers, unique=True))
+
+
+def recorded_coeff(
+    vector: Any, layers: list[int], coeff_scale: str | None, positions: Any
+) -> tuple[float, str, Any]:
+    """``(coeff, coeff_scale, positions)`` of the vector's recorded ``steering_coeff``, for an
+    add request without a coefficient.
+
+    A recorded coefficient means something only with its units and where it was applied: its
+    ``steering_coeff_scale`` (default ``"raw"``) must agree with an explicit ``coeff_scale``,
+    it applies only at its ``steering_layer``, and its ``steering_positions`` are used unless
+    ``positions`` is given. Without one, the error of a missing coefficient.
+    """
+    meta = getattr(vector, "metadata", {}) or {}
+    coeff = meta.get(STEERING_COEFF)
+    if coeff is None:
+        raise PersonaLensError(
+            "mode='add' needs a coefficient: steer(model, v, coeff=4.0, ...) (this vector "
+            f"records no {STEERING_COEFF}: a steering sweep's tag_vector() writes one)"
+        )
+    scale = meta.get(STEERING_COEFF_SCALE, "raw")
+    if coeff_scale is not None and coeff_scale != scale:
+        raise PersonaLensError(
+            f"the vector's {STEERING_COEFF}={coeff} is in coeff_scale={scale!r} units, not "
+            f"{coeff_scale!r}: pass coeff= too, or drop coeff_scale="
+        )
+    at = meta.get(STEERING_LAYER)
+    if at is None or layers != [int(at)]:
+        raise PersonaLensError(
+            f"the vector's {STEERING_COEFF}={coeff} was chosen at layer {at}, not at layers "
+            f"{layers}: pass coeff= for these layers, or leave layers= out"
+        )
+    if positions is None:
+        positions = meta.get(STEERING_POSITIONS, "all")
+    return float(coeff), scale, positions
 
 
 def per_layer(name: str, value: PerLayer | None, layers: list[int], n_layers: int) -> list:

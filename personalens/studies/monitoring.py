@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from personalens.conventions import hook_name, select_layers
+from personalens.conventions import resid_hook, select_layers
 from personalens.errors import PersonaLensError
 from personalens.model.activations import summarize_batch
 from personalens.model.chat import (
@@ -302,7 +302,7 @@ def token_trace(
         store["resid"] = resid[0].float()
 
     tokens = torch.tensor([ids], dtype=torch.long, device=model.cfg.device)
-    with model.hooks(fwd_hooks=[(hook_name(L), keep)]):
+    with model.hooks(fwd_hooks=[(resid_hook(model, L), keep)]):
         model(tokens, stop_at_layer=L + 1)
     proj = (store["resid"].cpu() @ vector.unit(L)).float()
     segments = _segments(tok, messages, prompt_ids) + ["response"] * len(response_ids)

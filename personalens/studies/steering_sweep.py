@@ -9,6 +9,11 @@ With ``out=DIR`` the sweep is resumable: each finished cell is one appended line
 ``responses.jsonl``, judge scores go to ``judge_scores.jsonl`` chunk by chunk, and a rerun of
 the same call skips everything already done. ``sweep.json`` (the summary table) is written last.
 
+Steering is response-only by default (``positions="response"``, the paper's choice; ``steer``
+itself steers every position). ``result.best_cell(min_coherence=50)`` is the strongest coherent
+cell and ``result.tag_vector(vector)`` records it on the vector (``steering_layer``,
+``steering_coeff``, ...) as the default of later ``steer(model, vector)`` calls.
+
 ``shard="i/n"``: worker ``i`` of ``n`` sharing ``out`` (one per GPU or node) generates every
 n-th cell and judges every n-th chunk, then waits for the others; worker 0 writes ``sweep.json``
 (:mod:`personalens.runs.sharding`).
@@ -37,12 +42,17 @@ from personalens.runs.sharding import Shard, is_leader, resolve_shard
 from personalens.steering.calibration import residual_norms
 from personalens.steering.hooks import apply_plan
 from personalens.steering.plan import SteeringPlan, plan_steering
+from personalens.steering.resolve import (
+    STEERING_COEFF,
+    STEERING_COEFF_SCALE,
+    STEERING_LAYER,
+    STEERING_POSITIONS,
+)
+from personalens.vectors.vector import PersonaVector
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformer_lens import HookedTransformer
-
-    from personalens.vectors.vector import PersonaVector
 
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=64, temperature=0.0, batch_size=32)
 Cell = tuple[int | None, float]  # (layer, coeff); (None, 0.0) is the unsteered model
@@ -94,6 +104,61 @@ class SteeringSweepResult(Result):
             self.to_frame(), ["layer", "coeff"], coherence_threshold=coherence_threshold
         )
 
+    def best_cell(
+        self, min_coherence: float | int = 50.0, *, maximize: bool = True
+    ) -> dict[str, Any]:
+        """The steered cell (coefficient != 0) with the highest mean trait score (the lowest
+        with ``maximize=False``, to suppress a trait) among those whose mean coherence is at
+        least ``min_coherence``: ``{"layer", "coeff", "coeff_scale", "positions", "trait",
+        "coherence", "n"}``. Ties go to the smaller ``|coeff|``, then the earlier layer."""
+        table = self.summary()
+        cells = table[(table["coeff"] != 0.0) & table["trait"].notna()]
+        ok = cells[cells["coherence"] >= min_coherence]
+        if ok.empty:
+            best_coh = float(cells["coherence"].max()) if not cells.empty else float("nan")
+            raise PersonaLensError(
+                f"no steered cell has a mean coherence >= {min_coherence} (the best has "
+                f"{best_coh:.1f}): lower min_coherence, or sweep smaller coefficients"
+            )
+        ok = ok.assign(_score=ok["trait"] if maximize else -ok["trait"], _abs=ok["coeff"].abs())
+        row = ok.sort_values(["_score", "_abs", "layer"], ascending=[False, True, True]).iloc[0]
+        return {
+            "layer": int(row["layer"]),
+            "coeff": float(row["coeff"]),
+            "coeff_scale": self.settings.get("coeff_scale", "raw"),
+            "positions": self.settings.get("positions", "response"),
+            "trait": float(row["trait"]),
+            "coherence": float(row["coherence"]),
+            "n": int(row["n"]),
+        }
+
+    def tag_vector(
+        self, vector: PersonaVector, min_coherence: float | int = 50.0, *, maximize: bool = True
+    ) -> PersonaVector:
+        """``vector`` with the :meth:`best_cell` recorded in its metadata
+        (``steering_layer``, ``steering_coeff``, ``steering_coeff_scale``,
+        ``steering_positions``), so that ``steer(model, tagged)`` with no layers and no
+        coefficient steers as that cell did (see :mod:`personalens.steering.plan`); save it
+        to keep the choice."""
+        if self.settings.get("mode", "add") != "add":
+            raise PersonaLensError("only an add sweep (mode='add') chooses a coefficient")
+        cell = self.best_cell(min_coherence, maximize=maximize)
+        return vector.replace(
+            metadata={
+                **vector.metadata,
+                STEERING_LAYER: cell["layer"],
+                STEERING_COEFF: cell["coeff"],
+                STEERING_COEFF_SCALE: cell["coeff_scale"],
+                STEERING_POSITIONS: cell["positions"],
+                "steering_sweep": {
+                    "trait": self.trait,
+                    "trait_score": cell["trait"],
+                    "coherence": cell["coherence"],
+                    "min_coherence": min_coherence,
+                },
+            }
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The sweep's identity and its :meth:`summary` table (the replies are in the run's
         ``responses.jsonl``)."""
@@ -140,6 +205,12 @@ def steering_sweep(
         judge: a :class:`Judge` or ``"auto"``/``"offline"``/``"openai"``.
         generation: a :class:`GenerationConfig`; default greedy, 64 new tokens.
         mode, positions, coeff_scale, reference: passed to :func:`personalens.steer`.
+            ``positions`` defaults to ``"response"`` here, unlike ``steer``'s ``"all"``: the
+            sweep reproduces the Persona Vectors steering figure, whose ``ActivationSteerer``
+            steers the last prompt token and every generated token (see
+            :mod:`personalens.steering.edits`); pass ``positions="all"`` for TransformerLens-style
+            steering. :meth:`SteeringSweepResult.tag_vector` records the positions with the
+            chosen coefficient.
         out: a run directory that makes the sweep resumable (see the module docstring).
         backend: ``"tl"``, ``"hf"`` or ``"auto"``, as in :func:`personalens.generate`; not
             part of the sweep's identity.

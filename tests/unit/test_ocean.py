@@ -214,7 +214,7 @@ def test_scalar_sweep_on_the_tiny_model_matches_steered_scoring(tiny_model, tq):
     )  # fmt: skip
     assert (res.target, res.sign) == ("extraversion", 1)
     base = score_questionnaire(tiny_model, tq, method="likelihood").summary()
-    with pl.steer(tiny_model, v, coeff=4.0, layers=[1], coeff_scale="unit"):
+    with pl.steer(tiny_model, v, coeff=4.0, layers=[1], coeff_scale="unit", positions="response"):
         up = score_questionnaire(tiny_model, tq, method="likelihood").summary()
     df = res.to_frame().set_index(["coeff", "dimension"])
     for dim in tq.dimensions:

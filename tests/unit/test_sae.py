@@ -518,6 +518,7 @@ def test_feature_steering_test_matches_direct_steering(tiny_model, tmp_path):
             coeff=2.0,
             layers=[1],
             coeff_scale="unit",
+            positions="response",  # what feature_steering_test (a steering sweep) steers
         ):
             steered = generate(tiny_model, PROMPTS, gen).responses
         assert replies[(replies.feature == f) & (replies.coeff == 2.0)].response.tolist() == steered

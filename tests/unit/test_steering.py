@@ -149,7 +149,7 @@ def test_kv_cache_and_batching_do_not_change_steered_output(tiny_model, vec, pos
 
 
 def test_response_positions_reproduce_steered_generation(tiny_model, vec):
-    with steer(tiny_model, vec, coeff=3.0, layers=[0]):
+    with steer(tiny_model, vec, coeff=3.0, layers=[0], positions="response"):
         res = generate(tiny_model, PROMPTS, max_new_tokens=6)
     batch = tokenize_pairs(tiny_model.tokenizer, PROMPTS, res.response_tokens)
     mask = response_positions(batch)
@@ -216,13 +216,15 @@ def test_coefficient_scales(tiny_model, vec):
         assert plan.edits[0].delta.norm() == pytest.approx(0.5 * float(norms[1]), rel=1e-4)
 
 
-def test_default_layer_is_the_recorded_best_layer(tiny_model, vec):
-    with pytest.raises(PersonaLensError, match="no layers given"):
-        with steer(tiny_model, vec, coeff=1.0):
-            pass
-    tagged = vec.replace(metadata={"best_layer": 2})
+def test_default_layer_is_the_steering_layer_else_the_middle(tiny_model, vec):
+    with steer(tiny_model, vec, coeff=1.0) as plan:
+        assert plan.layers == [tiny_model.cfg.n_layers // 2]
+    late = vec.replace(metadata={"best_layer": 2})  # where the trait is read, not steered
+    with steer(tiny_model, late, coeff=1.0) as plan:
+        assert plan.layers == [1]
+    tagged = vec.replace(metadata={"best_layer": 2, "steering_layer": 0})
     with steer(tiny_model, tagged, coeff=1.0) as plan:
-        assert plan.layers == [2]
+        assert plan.layers == [0]
 
 
 def test_single_direction_tensor_is_used_at_every_layer(tiny_model, vec):
@@ -276,7 +278,7 @@ def test_attached_edits_follow_the_hooks(tiny_model, vec):
     with steer(tiny_model, vec, coeff=1.0, layers=[2, 0], positions="all"):
         handle = add_steering(tiny_model, vec, 2.0, layers=[0])
         edits = [(e.layer, e.coeff, e.positions) for e in attached_edits(tiny_model)]
-        assert edits == [(0, 1.0, "all"), (0, 2.0, "response"), (2, 1.0, "all")]
+        assert edits == [(0, 1.0, "all"), (0, 2.0, "all"), (2, 1.0, "all")]
         handle.remove()
         assert [e.layer for e in attached_edits(tiny_model)] == [0, 2]
         assert foreign_hooks(tiny_model) == []  # personalens's own hooks are not foreign

@@ -63,7 +63,8 @@ def test_sweep_cells_match_direct_steering(tiny_model, vec):
     base = generate(tiny_model, PROMPTS, max_new_tokens=6).responses
     for L in (0, 2):
         assert df[(df.layer == L) & (df.coeff == 0)].response.tolist() == base
-    with steer(tiny_model, vec, coeff=4.0, layers=[2]):
+    # the sweep reproduces the paper: response-only steering (steer's default is "all")
+    with steer(tiny_model, vec, coeff=4.0, layers=[2], positions="response"):
         steered = generate(tiny_model, PROMPTS, max_new_tokens=6).responses
     assert df[(df.layer == 2) & (df.coeff == 4.0)].response.tolist() == steered
     assert (df.trait == df.response.str.len().clip(upper=100)).all()

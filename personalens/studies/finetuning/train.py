@@ -138,7 +138,7 @@ def finetune(
             or ``"caft"`` (ablate ``v̂`` at ``layers`` while training); see the module doc.
         vector, layers, coeff, coeff_scale: the steering of the training forward passes (as
             for :func:`personalens.steer`, at every non-padding token; ``layers=None`` uses the
-            vector's ``best_layer``). ``coeff`` is required for ``"preventative"``; for
+            vector's ``steering_layer``, else the middle layer). ``coeff`` is required for ``"preventative"``; for
             ``"caft"`` it is the fraction ablated (default 1). ``"plain"`` takes none of them.
         params, targets, adapter_layers, rank, alpha: what is trained (module doc): LoRA or a
             full update of ``"mlp_out"`` (MLP ``W_out``) and/or ``"attn_out"`` (attention

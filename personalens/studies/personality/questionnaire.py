@@ -48,11 +48,12 @@ count.
 
 Scoring uses the model's normal forward pass, so it runs under steering::
 
-    with pl.steer(model, vector, coeff=4.0, layers=[12]):     # positions="response" (default)
+    with pl.steer(model, vector, coeff=4.0, layers=[12], positions="response"):
         result = pl.studies.score_questionnaire(model, "big_five")
 
-With the default ``positions="response"``, a forward pass without a KV cache is steered at each
-row's last real token: the last prompt token, whose output is the answer distribution. The
+With ``positions="response"``, a forward pass without a KV cache is steered at each row's last
+real token: the last prompt token, whose output is the answer distribution (``steer``'s default
+``"all"`` steers the whole questionnaire prompt as well). The
 ``steering`` argument does the same for you (and records the plan in the result).
 
 For ``"likelihood"`` the statement is scored the way generation would produce it: one forward
