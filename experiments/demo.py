@@ -34,6 +34,11 @@ def main() -> None:
     out = Path(args.out)
 
     t0 = time.perf_counter()
+    print(
+        f"loading {args.model or 'the embedded SmolLM2-135M-Instruct'} (the first time, the GGUF "
+        "file is converted and cached: about a minute)...",
+        flush=True,
+    )
     model = pl.load_model(args.model)
     print(json.dumps(pl.model_info(model)))
     print(f"model loaded in {time.perf_counter() - t0:.1f} s")
@@ -59,13 +64,19 @@ def main() -> None:
             f"  Q: {row.question}\n  A: {row.response[:240]!r}\n  judged trait {row.trait:.0f}, coherence {row.coherence:.0f}"
         )
 
-    print("\nheld-out ROC-AUC of the response-average projection, per layer:")
-    for layer, auc in enumerate(s["layer_auc"]):
-        print(f"  layer {layer:2d}  {auc:.3f}  {'#' * round(40 * max(auc - 0.5, 0) / 0.5)}")
     print(
-        f"\nkept {s['n_pos']} contrastive pairs for the vector; best layer {s['best_layer']} "
-        f"(AUC {s['best_auc']:.3f} on {s['n_heldout_pos']}+{s['n_heldout_neg']} held-out answers); "
-        f"{minutes:.1f} min"
+        "\nheld-out ROC-AUC of the response-average projection, per layer, on all held-out "
+        "answers:\n  reply only (no system prompt: does the text carry the trait) | with the "
+        "system prompt in context (confounded by it)"
+    )
+    for layer, (clean, prompted) in enumerate(zip(s["layer_auc_neutral"], s["layer_auc"])):
+        bar = "#" * round(30 * max(clean - 0.5, 0) / 0.5)
+        print(f"  layer {layer:2d}  {clean:.3f} {bar:<30} | {prompted:.3f}")
+    print(
+        f"\nkept {s['n_pos']} contrastive pairs for the vector; on {s['n_heldout_pos']}+"
+        f"{s['n_heldout_neg']} held-out answers the best layer is {s['best_layer_neutral']} "
+        f"reading the reply only (AUC {s['best_auc_neutral']:.3f}) and {s['best_layer']} with the "
+        f"system prompt in context (AUC {s['best_auc']:.3f}); {minutes:.1f} min"
     )
     print(f"vector: {out / 'vector.safetensors'} (+ .json); summary: {out / 'summary.json'}")
 
