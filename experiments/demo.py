@@ -82,4 +82,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except pl.errors.PersonaLensError as exc:  # one paragraph, no traceback
+        raise SystemExit(f"demo: error: {exc}") from None
