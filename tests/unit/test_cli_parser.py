@@ -8,6 +8,8 @@ from personalens.cli.extraction_commands import cmd_layer_sweep
 from personalens.cli.main import build_parser
 from personalens.cli.steering_commands import cmd_steering_sweep
 
+from .test_first_hour_cli import REQUIRED
+
 COMMANDS = ["info", "chat", "steer", "steering-sweep", "traits", "extract", "layer-sweep",
             "screen", "questionnaire", "decompose"]  # fmt: skip
 OLD_NAMES = {"sweep": cmd_layer_sweep, "sweep-steer": cmd_steering_sweep}
@@ -22,14 +24,7 @@ def test_help_lists_each_command_once_by_its_name():
 def test_command_and_handler_share_a_name():
     parser = build_parser()
     for name in COMMANDS:
-        required = {
-            "steering-sweep": ["--vector", "v", "--coeffs", "1", "--out", "o"],
-            "steer": ["--vector", "v", "--prompt", "p"],
-            "extract": ["--out", "o"],
-            "layer-sweep": ["--run", "r"],
-            "screen": ["--vector", "v", "--data", "d", "--out", "o"],
-            "decompose": ["--vector", "v", "--sae", "s", "--out", "o"],
-        }.get(name, [])
+        required = REQUIRED.get(name, [])  # enough arguments for each command to parse
         args = parser.parse_args([name, *required])
         assert args.func.__name__ == "cmd_" + name.replace("-", "_"), name
 
