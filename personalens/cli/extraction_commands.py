@@ -105,6 +105,12 @@ def add_extract_parser(sub) -> None:
         help="a shipped trait name (see `personalens traits`) or a trait file",
     )
     p.add_argument("--trait-file", default=None, help="a trait JSON file (or a shipped trait name)")
+    p.add_argument(
+        "--trait-eval-file",
+        default=None,
+        help="a Persona Vectors trait_data_eval/<trait>.json whose questions are held out (found "
+        "by itself beside an upstream trait_data_extract file)",
+    )
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     common.add_judge_args(p)
     common.add_generation_args(
@@ -145,13 +151,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
     preflight.check_file_or_shipped(
         flag, args.trait_file or args.trait, "traits", "trait", TRAIT_HINT
     )
+    if args.trait_eval_file:
+        preflight.check_file("--trait-eval-file", args.trait_eval_file, "trait eval file")
     preflight.model_name_hint(args.model)  # a missing --model path
     from personalens.extraction.config import ExtractionConfig
     from personalens.extraction.pipeline import extract
     from personalens.extraction.traits import load_trait
 
     config = ExtractionConfig(**settings)
-    trait = load_trait(args.trait_file or args.trait)
+    trait = load_trait(args.trait_file or args.trait, eval_file=args.trait_eval_file)
     bad = [i for i in config.pairs or () if i >= trait.n_pairs]
     if bad:
         raise ArgumentError(

@@ -222,3 +222,33 @@ def test_pt_import_warns_about_the_last_row(tmp_path):
     assert "imports as layer 3" in message and "14x" in message and "0.97" in message
     assert record[0].filename == __file__  # names the caller's line
     assert v.metadata[PT_METADATA_KEY]["last_row"] == LAST_ROW_NOTE
+
+
+def test_the_cli_takes_the_eval_file(tmp_path, monkeypatch):
+    import shutil
+
+    import personalens.extraction.traits as traits
+    from personalens.cli import common
+    from personalens.cli.main import main
+
+    extract_file = tmp_path / "elsewhere" / "ornery.json"  # no sibling trait_data_eval
+    extract_file.parent.mkdir()
+    shutil.copy(UPSTREAM / "trait_data_extract" / "ornery.json", extract_file)
+    eval_file = UPSTREAM / "trait_data_eval" / "ornery.json"
+    loaded = []
+    real = traits.load_trait
+    monkeypatch.setattr(
+        traits, "load_trait", lambda *a, **k: loaded.append(real(*a, **k)) or loaded[-1]
+    )
+
+    def load(args):
+        raise SystemExit(7)  # stop before the model
+
+    monkeypatch.setattr(common, "load_model_from_args", load)
+    argv = ["extract", "--trait-file", str(extract_file), "--trait-eval-file", str(eval_file),
+            "--judge", "offline", "--out", str(tmp_path / "run")]  # fmt: skip
+    with pytest.raises(SystemExit):
+        main(argv)
+    held_out = json.loads(eval_file.read_text())["questions"]
+    assert list(loaded[0].split_questions()[1]) == held_out
+    assert main([*argv[:3], "--trait-eval-file", str(tmp_path / "nope.json"), *argv[5:]]) == 2
