@@ -9,6 +9,7 @@ the reply's text carry the trait the vector reads). The star marks the solid cur
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
@@ -59,9 +60,13 @@ def plot_layer_sweep(
     ``results`` is one :class:`~personalens.studies.layer_sweep.LayerSweepResult`, a list of them
     (labelled by trait) or a ``{label: result}`` mapping, overlaid. Per trait, three traces in
     this order: the bootstrap CI as a shaded band (omitted when the sweep has no CIs), the AUC
-    line, and a star on the best layer (also annotated ``L<best>: AUC``). A dashed line marks
-    chance (0.5). The y axis spans [0.4, 1] when every interval stays above 0.4, else [0, 1].
-    Hovering a point shows the layer, AUC, its CI and Cohen's d.
+    line, and a star on the best layer (also annotated ``L<best>: AUC``). The first band of each
+    trait has a legend entry ``"<trait> 95% CI"`` (the trait's legend items toggle together).
+    A dashed line marks chance (AUC 0.5). The x axis spans exactly the swept layers; the y axis
+    runs from 0.4, or just under the lowest interval end when one dips below 0.4, to 1.
+    Hovering a point shows the layer, AUC, its CI and Cohen's d. The default title names the
+    traits, the model and the variant; its subtitle says how many pos/neg samples were read
+    and which, what the dashed and solid curves are, and the CI level and bootstrap count.
 
     A sweep of an extraction run has two readings of its replies: the one with the system
     prompt in context is drawn dashed ("<trait>: with the system prompt in context
@@ -81,36 +86,89 @@ def plot_layer_sweep(
     fig.add_hline(
         y=0.5,
         line={"color": "grey", "width": 1, "dash": "dash"},
-        annotation_text="chance",
+        annotation_text="chance: AUC 0.5",
         annotation_position="bottom right",
     )
-    bottom = 0.4 if lowest >= 0.4 else 0.0
     if title is None:
         title = _sweep_title(items, variant)
+    layers = sorted({layer for _, r in items for layer in r[variant].layers})
+    # one trait: its 2-3 long legend names under the plot, so the curves keep the full width;
+    # several: one block per trait on the right
+    below = {"orientation": "h", "x": 0.0, "y": -0.2, "yanchor": "top", "traceorder": "normal"}
+    fig.update_layout(
+        legend=below if len(items) == 1 else {"traceorder": "grouped", "font": {"size": 11}}
+    )
     return _finish(
         fig,
         title,
         x=LAYER_AXIS_TITLE,
         y="ROC-AUC, pos vs neg projection",
-        legend="trait",
-        xaxis={"dtick": 1},
-        yaxis={"range": [bottom, 1.03]},
+        xaxis=_layer_axis(layers),
+        yaxis={"range": [_auc_bottom(lowest), 1.02]},
         hovermode="closest",
+        margin={"t": 140},
     )
 
 
+def _layer_axis(layers: list[int]) -> dict[str, object]:
+    """An x axis over exactly ``layers`` (half a layer of room for the end markers, no tick
+    outside them), every layer ticked up to 16 of them, else every 2nd, 3rd, ..."""
+    step = max(1, math.ceil(len(layers) / 16))
+    return {
+        "range": [layers[0] - 0.5, layers[-1] + 0.5],
+        "tickmode": "array",
+        "tickvals": layers[::step],
+        "tickangle": 0,
+        "showgrid": False,
+    }
+
+
+def _auc_bottom(lowest: float) -> float:
+    """The bottom of the AUC axis: 0.4, or a bit under ``lowest`` (rounded down to 0.05) when
+    an interval dips below 0.4, never under 0."""
+    if lowest >= 0.4:
+        return 0.4
+    return max(0.0, math.floor((lowest - 0.01) * 20) / 20)
+
+
 def _sweep_title(items: list[tuple[str, LayerSweepResult]], variant: str) -> str:
-    """The default title of :func:`plot_layer_sweep`: the traits, the variant and the model,
-    and for one sweep what it was evaluated on and its note."""
-    first = items[0][1]
+    """The default title of :func:`plot_layer_sweep`: the traits, the model(s) and the variant,
+    then one subtitle line on what was measured (pos/neg counts and which samples, the two
+    readings, the CI) and one per sweep note."""
     traits = ", ".join(label for label, _ in items)
-    title = f"Layer sweep: {traits} ({variant}, {first.model})"
-    if first.evaluated_on and len(items) == 1:
-        title += f"<br><sup>evaluated on {first.evaluated_on}</sup>"
-    notes = [f"{label}: {r.note}" if len(items) > 1 else r.note for label, r in items if r.note]
-    for note in notes:
-        title += f"<br><sup>{note}</sup>"
-    return title
+    models = ", ".join(dict.fromkeys(r.model for _, r in items))
+    title = f"Held-out ROC-AUC by layer: {traits} · {models} · {variant}"
+    lines = _measured(items, variant)
+    lines += [f"{label}: {r.note}" if len(items) > 1 else r.note for label, r in items if r.note]
+    return title + "".join(f"<br><sup>{line}</sup>" for line in lines if line)
+
+
+def _measured(items: list[tuple[str, LayerSweepResult]], variant: str) -> list[str]:
+    """Two lines: ``n = 100 pos + 100 neg, all held-out replies · shaded: 95% CI, 200
+    bootstrap resamples`` and what the dashed and solid curves are (when there are two)."""
+    parts = []
+    counts = {(r[variant].n_pos, r[variant].n_neg, r.evaluated_on) for _, r in items}
+    if len(counts) == 1:
+        ((n_pos, n_neg, where),) = counts
+        parts.append(f"n = {n_pos} pos + {n_neg} neg" + (f", {where}" if where else ""))
+    else:
+        parts.append(
+            "n pos + neg: "
+            + ", ".join(f"{label} {r[variant].n_pos} + {r[variant].n_neg}" for label, r in items)
+        )
+    readings = []
+    if any(r.prompted for _, r in items):
+        readings.append("dashed: replies read with their system prompt in context, confounded")
+    if any(r.neutral is not None for _, r in items):
+        readings.append("solid: reply only, no system prompt")
+    with_ci = [r for _, r in items if r[variant].auc_ci is not None]
+    boot = {(r.ci, r.n_boot) for r in with_ci}
+    if len(boot) == 1:
+        ((ci, n_boot),) = boot
+        parts.append(f"shaded: {ci:.0%} CI, {n_boot} bootstrap resamples")
+    elif boot:
+        parts.append("shaded: bootstrap CIs")
+    return [" · ".join(parts), " · ".join(readings)]
 
 
 def _add_auc_traces(
@@ -132,11 +190,14 @@ def _add_auc_traces(
     else:
         curves.append((label, result[variant], None))
     shown: list[float] = []
-    for name, m, dash in curves:
-        shown += _add_curve(fig, name, label, m, color, dash, result.ci)
+    for j, (name, m, dash) in enumerate(curves):
+        shown += _add_curve(
+            fig, name, label, m, color, dash, result.ci, rank=10 * i + j, band=j == 0
+        )
     m = curves[-1][1]
     best = m.best_layer()
-    _mark_best_layer(fig, i, label, color, best, m.auc[list(m.layers).index(best)], several=several)
+    auc = m.auc[list(m.layers).index(best)]
+    _mark_best_layer(fig, i, label, color, best, auc, several=several, span=m.layers)
     return shown
 
 
@@ -148,8 +209,14 @@ def _add_curve(
     color: str,
     dash: str | None,
     ci: float,
+    *,
+    rank: int,
+    band: bool,
 ) -> list[float]:
-    """One AUC curve: its CI band (when the sweep has CIs) and its line named ``name``."""
+    """One AUC curve: its CI band (when the sweep has CIs) and its line named ``name``.
+
+    With ``band``, the CI band has a legend entry ``"<group> 95% CI"``, listed after the
+    group's lines (``rank`` orders the legend)."""
     layers = list(m.layers)
     has_ci = m.auc_ci is not None
     if has_ci:
@@ -158,7 +225,9 @@ def _add_curve(
         lo = hi = [float("nan")] * len(layers)
     ci_text = f"{ci:.0%} CI" if has_ci else "no CI"
     if has_ci:
-        fig.add_trace(_ci_band(layers, lo, hi, color, f"{name} {ci_text}", legendgroup=group))
+        shaded = _ci_band(layers, lo, hi, color, f"{group} {ci_text}", legendgroup=group)
+        shaded.update(showlegend=band, legendrank=1000 + rank + 5)
+        fig.add_trace(shaded)
     ci_hover = " [%{customdata[0]:.3f}, %{customdata[1]:.3f}]" if has_ci else ""
     line = {"color": color} if dash is None else {"color": color, "dash": dash}
     fig.add_trace(
@@ -169,6 +238,7 @@ def _add_curve(
             mode="lines+markers",
             name=name,
             legendgroup=group,
+            legendrank=1000 + rank,
             line=line,
             hovertemplate=f"<b>{name}</b><br>layer %{{x}}<br>AUC %{{y:.3f}}{ci_hover}"
             + (f" ({ci_text})" if has_ci else "")
@@ -179,7 +249,15 @@ def _add_curve(
 
 
 def _mark_best_layer(
-    fig: go.Figure, i: int, label: str, color: str, best: int, auc: float, *, several: bool
+    fig: go.Figure,
+    i: int,
+    label: str,
+    color: str,
+    best: int,
+    auc: float,
+    *,
+    several: bool,
+    span: Sequence[int],
 ) -> None:
     """A star on the best layer of one trait, with an annotation (trait and AUC if ``several``)."""
     fig.add_trace(
@@ -208,6 +286,9 @@ def _mark_best_layer(
         ax=0,
         ay=-28 - 18 * i,
         font={"color": color},
+        bgcolor="rgba(255, 255, 255, 0.75)",
+        # near an end of the axis the text runs inwards, not into the margin or the legend
+        xanchor=_anchor(best, span),
     )
 
 
@@ -243,3 +324,12 @@ def plot_layer_separation(
     fig.add_vline(x=m.best_layer(), line={"color": "grey", "width": 1, "dash": "dot"})
     fig.update_xaxes(title_text=LAYER_AXIS_TITLE, row=2, col=1)
     return _finish(fig, title or f"Separation by layer: {result.trait} ({variant})", height=620)
+
+
+def _anchor(layer: int, layers: Sequence[int]) -> str:
+    """``"left"`` in the first quarter of ``layers``, ``"right"`` in the last, else centred."""
+    lo, hi = min(layers), max(layers)
+    if hi - lo < 4:
+        return "center"
+    where = (layer - lo) / (hi - lo)
+    return "left" if where < 0.25 else "right" if where > 0.75 else "center"

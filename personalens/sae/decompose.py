@@ -187,6 +187,7 @@ def decompose(
         "variant": variant,
         "vector_norms": {str(L): float(directions[L].float().norm()) for L in table},
         "d_sae": {str(L): s.d_sae for L, s in table.items()},
+        "d_model": int(next(iter(directions.values())).shape[-1]),  # the figure's random baseline
         **act_info,
     }
     return Decomposition(
