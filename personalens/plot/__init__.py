@@ -27,6 +27,8 @@ Figures:
   one or more screened datasets, with each dataset's mean marked.
 * :func:`plot_sae_cosines` -- the top-k SAE features of a persona vector per layer, as bars of
   signed decoder cosine (aligned red, anti-aligned blue).
+* :func:`random_max_cosine` -- the random-direction baseline of that figure: a quantile of the
+  largest |cos| between a vector and n random unit directions.
 * :func:`plot_feature_steering` -- trait-score change (and coherence) against the steering
   coefficient, one line per SAE feature.
 * :func:`plot_finetuning_shift` -- finetuning shift along the persona vector vs judged trait-score
@@ -54,7 +56,7 @@ from personalens.plot.monitoring import (
     plot_token_trace,
 )
 from personalens.plot.personality import plot_additive_test, plot_scalar_sweep
-from personalens.plot.sae import plot_feature_steering, plot_sae_cosines
+from personalens.plot.sae import plot_feature_steering, plot_sae_cosines, random_max_cosine
 from personalens.plot.screening import plot_screening_histogram
 from personalens.plot.steering import plot_steering_heatmap, plot_steering_sweep
 from personalens.plot.style import save_html
@@ -71,6 +73,7 @@ __all__ = [
     "plot_monitoring_r_by_layer",
     "plot_monitoring_scatter",
     "plot_sae_cosines",
+    "random_max_cosine",
     "plot_scalar_sweep",
     "plot_screening_histogram",
     "plot_shift_by_layer",
