@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from personalens._io import append_jsonl
 from personalens.errors import PersonaLensError
 from personalens.runs.resume import run_resumable
-from personalens.runs.sharding import Shard, read_logs
+from personalens.runs.sharding import Shard, read_run_log
 
 if TYPE_CHECKING:
     from personalens.extraction.traits import Trait
@@ -245,13 +245,9 @@ def _changed(
 def _logged_scores(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """The last scored record of each key in ``path`` and its workers' files, and the last
     record of each key logged only with NaN scores (read only: nothing is repaired)."""
-    scored: dict[str, dict[str, Any]] = {}
-    last: dict[str, dict[str, Any]] = {}
-    for r in read_logs(path, None):
-        last[r["key"]] = r
-        if is_scored(r):
-            scored[r["key"]] = r
-    return scored, {k: r for k, r in last.items() if k not in scored}
+    best = read_run_log(path, prefer=is_scored)  # a scored record beats a NaN one
+    scored = {r["key"]: r for r in best if is_scored(r)}
+    return scored, {r["key"]: r for r in best if not is_scored(r)}
 
 
 def _num(x: float | None) -> float | None:
