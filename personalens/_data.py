@@ -14,6 +14,10 @@ except ImportError:  # Python 3.10
 
 T = TypeVar("T")
 
+# personalens/data/<VECTORS_KIND>/<model name>/<trait>.json: the shipped persona vectors (here,
+# free of torch, so the CLI can list them before anything heavy is imported)
+VECTORS_KIND = "vectors"
+
 
 def shipped_file(kind: str, name: str) -> Traversable:
     """``personalens/data/<kind>/<name>.json`` (check ``.is_file()``: it may not exist)."""

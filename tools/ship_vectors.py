@@ -23,8 +23,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from personalens._data import VECTORS_KIND  # noqa: E402
 from personalens.model.load import EMBEDDED_MODEL_NAME  # noqa: E402
-from personalens.vectors.shipped import VECTORS_KIND  # noqa: E402
 from personalens.vectors.vector import PersonaVector  # noqa: E402
 
 EMBEDDED_SHAPE = (30, 576)  # SmolLM2-135M-Instruct: n_layers, d_model

@@ -14,13 +14,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from personalens._data import shipped_names
+from personalens._data import VECTORS_KIND, shipped_names
 from personalens.errors import ArgumentError, ModelLoadError
 from personalens.model.embedded import EMBEDDED_ALIASES, EMBEDDED_MODEL_NAME
 
-# personalens/data/<VECTORS>/<model name>/<trait>.json: personalens.vectors.shipped.VECTORS_KIND
-# (spelled out: that module imports torch)
-VECTORS = "vectors"
 VECTOR_KINDS = (
     "an extraction run directory, a .json/.safetensors pair, a llama.cpp control-vector .gguf "
     "or the name of a shipped vector"
@@ -45,7 +42,7 @@ def model_name_hint(model: str | None) -> str:
 
 def shipped_vector_names(model_name: str) -> list[str]:
     """The traits with a vector shipped for the model named ``model_name``."""
-    return shipped_names(f"{VECTORS}/{model_name}")
+    return shipped_names(f"{VECTORS_KIND}/{model_name}")
 
 
 def check_vector(spec: str, model: str | None, flag: str = "--vector") -> None:

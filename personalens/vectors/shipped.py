@@ -10,15 +10,13 @@ from __future__ import annotations
 from importlib import resources
 from typing import TYPE_CHECKING
 
-from personalens._data import shipped_file, shipped_names
+from personalens._data import VECTORS_KIND, shipped_file, shipped_names
 from personalens.errors import PersonaLensError
 from personalens.model.embedded import EMBEDDED_MODEL_NAME
 from personalens.vectors.vector import PersonaVector
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
-
-VECTORS_KIND = "vectors"  # the folder under personalens/data
 
 
 def _model_name(model: HookedTransformer | str | None) -> str:
