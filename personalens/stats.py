@@ -22,13 +22,16 @@ Interval = tuple[float, float]
 # bootstrap AUCs are computed in blocks of resamples of about this many float64 values
 _BLOCK_ELEMENTS = 8_000_000
 
+# the scores of the positive and the negative samples (a column per layer, variant ...), how often
+# each sample is drawn in each bootstrap resample, and an AUC per resample and column
+PosScores = Float[Tensor, "n_pos n_cols"]
+NegScores = Float[Tensor, "n_neg n_cols"]
+PosCounts = Float[Tensor, "n_boot n_pos"]
+NegCounts = Float[Tensor, "n_boot n_neg"]
+BootAUCs = Float[Tensor, "n_boot n_cols"]
 
-def weighted_auc(
-    pos: Float[Tensor, "n_pos n_cols"],
-    neg: Float[Tensor, "n_neg n_cols"],
-    w_pos: Float[Tensor, "n_boot n_pos"],
-    w_neg: Float[Tensor, "n_boot n_neg"],
-) -> Float[Tensor, "n_boot n_cols"]:
+
+def weighted_auc(pos: PosScores, neg: NegScores, w_pos: PosCounts, w_neg: NegCounts) -> BootAUCs:
     """ROC-AUC per column of samples weighted by multiplicities (a bootstrap resample's counts).
 
     ``U = sum_i w_i (W_neg(< p_i) + W_neg(= p_i) / 2)``, with the weighted neg counts read off a
@@ -77,7 +80,7 @@ def bootstrap_counts(n: int, n_boot: int, generator: torch.Generator) -> Float[T
 
 def stratified_bootstrap_counts(
     n_pos: int, n_neg: int, n_boot: int, seed: int
-) -> tuple[Float[Tensor, "n_boot n_pos"], Float[Tensor, "n_boot n_neg"]]:
+) -> tuple[PosCounts, NegCounts]:
     """Multiplicities of ``n_boot`` stratified resamples: pos and neg samples are redrawn
     separately with replacement (so both classes keep their sizes), pos first, from
     ``torch.Generator().manual_seed(seed)``: the same seed gives the same resamples."""
@@ -85,12 +88,7 @@ def stratified_bootstrap_counts(
     return bootstrap_counts(n_pos, n_boot, g), bootstrap_counts(n_neg, n_boot, g)
 
 
-def bootstrap_auc(
-    pos: Float[Tensor, "n_pos n_cols"],
-    neg: Float[Tensor, "n_neg n_cols"],
-    w_pos: Float[Tensor, "n_boot n_pos"],
-    w_neg: Float[Tensor, "n_boot n_neg"],
-) -> Float[Tensor, "n_boot n_cols"]:
+def bootstrap_auc(pos: PosScores, neg: NegScores, w_pos: PosCounts, w_neg: NegCounts) -> BootAUCs:
     """:func:`weighted_auc` of every resample, in blocks of resamples that bound the memory."""
     n_pos, n_neg, n_cols = pos.shape[0], neg.shape[0], pos.shape[1]
     block = max(1, _BLOCK_ELEMENTS // max(1, n_cols * (n_pos + n_neg + 1)))
@@ -103,8 +101,8 @@ def bootstrap_auc(
 
 
 def auc_intervals(
-    pos: Float[Tensor, "n_pos n_cols"],
-    neg: Float[Tensor, "n_neg n_cols"],
+    pos: PosScores,
+    neg: NegScores,
     *,
     n_boot: int = 1000,
     ci: float = 0.95,
@@ -121,9 +119,7 @@ def auc_intervals(
     return percentile_intervals(bootstrap_auc(p, q, w_pos, w_neg), ci)
 
 
-def percentile_intervals(
-    boot: Float[Tensor, "n_boot n_cols"], ci: float | int
-) -> tuple[tuple[float, float], ...]:
+def percentile_intervals(boot: BootAUCs, ci: float | int) -> tuple[tuple[float, float], ...]:
     """Percentile bootstrap interval of coverage ``ci`` per column (linear interpolation, as
     numpy's default quantile)."""
     alpha = (1.0 - float(ci)) / 2.0

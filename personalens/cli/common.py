@@ -1,6 +1,6 @@
-"""What the command modules share: argument groups (model, backend, shards, judge, generation,
-steering) and turning parsed arguments into checked settings, a loaded model, a shard, a judge
-or a steering hook.
+"""What the command modules share: :func:`add_command`, which builds a command's parser from its
+table of flags (:mod:`personalens.cli.flags`), and turning parsed arguments into checked
+settings, a loaded model, a shard, a judge or a steering hook.
 
 Every command checks its numeric flags (:func:`generation_kwargs`,
 :func:`check_steering_args`) and its file and name arguments (:mod:`personalens.cli.preflight`)
@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import KW_ONLY, dataclass, fields
 from typing import Any
 
 from personalens._validate import (
@@ -27,22 +28,9 @@ from personalens._validate import (
     check_number,
     check_steering_value,
 )
-from personalens.cli import preflight
+from personalens.cli import flags, preflight
+from personalens.cli.flags import Flag, add_flags
 from personalens.errors import ArgumentError, PersonaLensError
-
-VECTOR_HELP = (
-    "a persona vector: an extraction run directory, a .json/.safetensors pair, a llama.cpp "
-    "control-vector .gguf, or the name of a shipped vector (e.g. evil)"
-)
-
-JUDGE_HELP = (
-    "auto: openai when --judge-base-url, PERSONALENS_JUDGE_BASE_URL or OPENAI_API_KEY is set, "
-    "else offline (a local judge, no network)"
-)
-COEFF_SCALE_HELP = (
-    "raw: multiples of the vector; unit: of its unit direction; resid: of the mean residual "
-    "norm at the layer"
-)
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -66,116 +54,65 @@ def add_command(
     old_names: tuple[str, ...] = (),
     model: bool = False,
     runs_model: bool = False,
+    table: Sequence[Flag] = (),
+    func: Callable[[argparse.Namespace], int] | None = None,
 ) -> argparse.ArgumentParser:
-    """The parser of command ``name``: with the model arguments when ``model``, and also
-    ``--backend`` and ``--quiet`` when ``runs_model``. Each of its ``old_names`` (an earlier
-    spelling) still runs the command, so old scripts keep working, but only ``name`` is listed
-    in the help."""
+    """The parser of command ``name``: the model arguments when ``model``, and also
+    ``--backend`` and ``--quiet`` when ``runs_model``; then the arguments of ``table`` (its
+    :class:`~personalens.cli.flags.Flag` rows, in order); ``func`` runs the command. Each of its
+    ``old_names`` (an earlier spelling) still runs the command, so old scripts keep working, but
+    only ``name`` is listed in the help."""
     p = sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
     for old in old_names:
         sub.choices[old] = p  # what argparse's aliases= does, minus the listing
     if model or runs_model:
-        add_model_args(p)
+        add_flags(p, flags.MODEL)
     if runs_model:
-        add_backend_arg(p)
-        p.add_argument(
-            "--quiet", action="store_true", help="no progress bars or status lines on stderr"
-        )
+        add_flags(p, flags.BACKEND + flags.QUIET)
+    add_flags(p, table)
+    if func is not None:
+        p.set_defaults(func=func)
     return p
 
 
+@dataclass(frozen=True)
+class Command:
+    """A command as data: its name, its help, its table of flags and the function that runs it,
+    and the :func:`add_command` options after them. Called with the subparsers of the
+    ``personalens`` parser, it adds its parser there, as an ``add_*_parser`` function does."""
+
+    name: str
+    help: str
+    table: Sequence[Flag]
+    func: Callable[[argparse.Namespace], int]
+    _: KW_ONLY
+    old_names: tuple[str, ...] = ()
+    model: bool = False
+    runs_model: bool = False
+
+    def __call__(self, sub) -> argparse.ArgumentParser:
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+        return add_command(sub, self.name, **options)
+
+
+# the shared groups of personalens.cli.flags as calls, for a parser built by hand (as before the
+# tables: a module written against these keeps working)
+
+
 def add_layer_arg(p: argparse.ArgumentParser, help: str, *, many: bool = True) -> None:
-    """``--layer L [L ...]`` (one ``L`` unless ``many``), the one spelling of a layer on every
-    command (``blocks.L.hook_resid_post``); ``--layers`` is a hidden alias, so the old spelling
-    keeps working. Both go to ``args.layer``: a list (``many``) or an int, ``None`` unless given."""
-    kind = {"nargs": "+"} if many else {}
-    p.add_argument("--layer", type=int, default=None, metavar="L", help=help, **kind)
-    p.add_argument(
-        "--layers",
-        dest="layer",
-        type=int,
-        default=argparse.SUPPRESS,
-        help=argparse.SUPPRESS,
-        **kind,
-    )
-
-
-# ----------------------------------------------------------------------------- argument groups
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model",
-        default=None,
-        help="TransformerLens model name, local HF directory or .gguf file "
-        "(default: the embedded SmolLM2-135M-Instruct, offline)",
-    )
-    p.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)"
-    )
-    p.add_argument(
-        "--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU)"
-    )
-
-
-def add_backend_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--backend",
-        choices=("auto", "tl", "hf"),  # engines.hf.BACKENDS, spelled out: it imports torch
-        default="auto",
-        help="engine for generation and activations: 'hf' runs a Hugging Face model sharing the "
-        "weights (faster; Llama-style models; applies personalens steering exactly), 'tl' "
-        "TransformerLens; 'auto' (default) takes 'hf' where the model maps, else 'tl'. The "
-        "results agree within float tolerance; not part of a run's identity",
-    )
+    add_flags(p, flags.layer(help, many=many))
 
 
 def add_shard_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--shard",
-        default=None,
-        metavar="I/N",
-        help="be worker I of N (0-based) sharing the run directory, one per GPU or node; 'auto' "
-        "reads the rank from torchrun, accelerate launch or srun. Worker 0 writes the results.",
-    )
-    p.add_argument(
-        "--shard-timeout",
-        type=float,
-        default=None,
-        metavar="S",
-        help="give up after waiting S seconds for the other workers (default: wait)",
-    )
+    add_flags(p, flags.SHARDS)
 
 
 def add_judge_args(p: argparse.ArgumentParser, *, choose: bool = True) -> None:
-    """``--judge`` (with ``choose``), ``--judge-base-url`` and ``--judge-model``."""
-    if choose:
-        p.add_argument(
-            "--judge", choices=["offline", "openai", "auto"], default="auto", help=JUDGE_HELP
-        )
-    p.add_argument(
-        "--judge-base-url",
-        default=None,
-        help="OpenAI-compatible judge server URL (default: env PERSONALENS_JUDGE_BASE_URL or "
-        "OPENAI_BASE_URL, else the OpenAI API)",
-    )
-    p.add_argument(
-        "--judge-model",
-        default=None,
-        help="judge model name (default: env PERSONALENS_JUDGE_MODEL, else gpt-4.1-mini)",
-    )
+    add_flags(p, flags.judge(choose=choose))
 
 
-# the help of the generation flags, where a command gives none of its own
-GENERATION_HELP = {
-    "--max-new-tokens": "most tokens per reply",
-    "--temperature": "sampling temperature (0 = greedy)",
-    "--top-p": "nucleus sampling: keep the most likely tokens up to this mass (1 = off)",
-    "--seed": "sampling seed (every reply is seeded on its own)",
-    "--batch-size": "replies generated together (lower it when memory runs out)",
-}
-# the per-prompt count flags (``n`` of a GenerationConfig) that commands spell their own way
-COUNT_DESTS = ("n_per_prompt", "n_per_question")
+def add_steering_args(p: argparse.ArgumentParser, **kinds: bool) -> None:
+    add_flags(p, flags.steering(**kinds))
 
 
 def add_generation_args(
@@ -187,29 +124,25 @@ def add_generation_args(
     seed: bool = False,
     count: str | None = None,
     batch_size: int | None = None,
-    help: dict[str, str | None] | None = None,
+    help: dict[str, str] | None = None,
 ) -> None:
-    """The generation flags of a command, with its own defaults: ``--max-new-tokens`` always;
-    ``--temperature``, ``--top-p`` and ``--batch-size`` when their default is given; ``--seed``
-    (default 0) with ``seed``; ``count`` (a flag such as ``--n-per-prompt``, default 1) when
-    named. ``help`` replaces the help of a flag (by its name). :func:`generation_kwargs` reads
-    and checks them."""
-    helps = {**GENERATION_HELP, **(help or {})}
+    """:func:`personalens.cli.flags.generation` with a default per keyword: ``count`` (a flag
+    such as ``--n-per-prompt``, default 1) when named, ``--seed`` (default 0) with ``seed``, the
+    others when their default is given."""
+    given = {
+        count: 1,
+        "--max-new-tokens": max_new_tokens,
+        "--temperature": temperature,
+        "--top-p": top_p,
+        "--seed": 0 if seed else None,
+        "--batch-size": batch_size,
+    }
+    defaults = {k: v for k, v in given.items() if k is not None and v is not None}
+    add_flags(p, flags.generation(defaults, help))
 
-    def add(flag: str, kind: type, default: Any) -> None:
-        p.add_argument(flag, type=kind, default=default, help=helps.get(flag))
 
-    if count is not None:
-        add(count, int, 1)
-    add("--max-new-tokens", int, max_new_tokens)
-    if temperature is not None:
-        add("--temperature", float, temperature)
-    if top_p is not None:
-        add("--top-p", float, top_p)
-    if seed:
-        add("--seed", int, 0)
-    if batch_size is not None:
-        add("--batch-size", int, batch_size)
+# the per-prompt count flags (``n`` of a GenerationConfig) that commands spell their own way
+COUNT_DESTS = ("n_per_prompt", "n_per_question")
 
 
 def generation_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,70 +183,6 @@ def generation_config(args: argparse.Namespace, **fixed: Any):
     return GenerationConfig(**kwargs)
 
 
-POSITIONS_HELP = (
-    "positions steered: all (every position, prompt and reply, as a TransformerLens hook), "
-    "prompt (the prompt only), response (the last prompt token and every reply token, as the "
-    "Persona Vectors paper)"
-)
-SWEEP_POSITIONS_HELP = (
-    POSITIONS_HELP + "; response by default here, as the Python steering_sweep: it reproduces "
-    "the paper's steering figure"
-)
-MODE_HELP = (
-    "add: add the coefficient times the vector; ablate: remove the component along the vector; cap: "
-    "clamp the projection on the vector at --bound"
-)
-
-
-def add_steering_args(
-    p: argparse.ArgumentParser, *, required: bool, sweep: bool = False, multi: bool = False
-) -> None:
-    """``--vector``, ``--layer`` (``--layers``), ``--coeff`` (not with ``sweep``: the sweep has
-    ``--coeffs``), ``--mode``, ``--positions`` (default ``all``; ``response`` with ``sweep``),
-    ``--coeff-scale``, and ``--bound`` and ``--percentile`` (not with ``sweep``)."""
-    multi_help = "; with --dynamic repeat it as --vector NAME=PATH (NAME defaults to the trait)"
-    p.add_argument(
-        "--vector",
-        required=required,
-        default=None,
-        action="append" if multi else "store",
-        help=VECTOR_HELP + (multi_help if multi else ""),
-    )
-    what = "layers to sweep" if sweep else "layer(s) to steer"
-    add_layer_arg(
-        p, f"{what} (default: the vector's steering_layer, else the middle layer n_layers // 2)"
-    )
-    if not sweep:
-        p.add_argument(
-            "--coeff", type=float, default=None, help="steering coefficient (needed by --mode add)"
-        )
-    p.add_argument("--mode", choices=["add", "ablate", "cap"], default="add", help=MODE_HELP)
-    p.add_argument(
-        "--positions",
-        choices=["all", "prompt", "response"],
-        default="response" if sweep else "all",
-        help=SWEEP_POSITIONS_HELP if sweep else POSITIONS_HELP,
-    )
-    p.add_argument(
-        "--coeff-scale", choices=["raw", "unit", "resid"], default="raw", help=COEFF_SCALE_HELP
-    )
-    if sweep:
-        return  # steering_sweep takes no cap bound
-    p.add_argument(
-        "--bound",
-        type=float,
-        default=None,
-        help="--mode cap: the projection bound (default: calibrated on reference prompts)",
-    )
-    p.add_argument(
-        "--percentile",
-        type=float,
-        default=95.0,
-        help="--mode cap without --bound: the percentile of reference-prompt projections used "
-        "as bound",
-    )
-
-
 # ----------------------------------------------------------------------------- from arguments
 
 
@@ -347,7 +216,8 @@ def is_follower(shard, writes: str) -> bool:
 
 
 def judge_from_args(args: argparse.Namespace):
-    """The judge of ``--judge`` (``--judge-base-url`` and ``--judge-model`` for openai)."""
+    """The judge of ``--judge`` (``--judge-base-url`` and ``--judge-model`` for openai; for
+    local, ``--judge-model`` is the model that runs the logprob judge, None: the embedded one)."""
     from personalens.judges.factory import api_configured, make_judge
 
     kind = args.judge
@@ -355,6 +225,8 @@ def judge_from_args(args: argparse.Namespace):
         kind = "openai" if args.judge_base_url or api_configured() else "offline"
     if kind == "openai":
         return make_judge("openai", base_url=args.judge_base_url, model=args.judge_model)
+    if kind == "local":
+        return make_judge("local", model=args.judge_model)
     return make_judge(kind)
 
 

@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from personalens._validate import check_count, check_number, check_pairs
-from personalens.cli import common, preflight
+from personalens.cli import common, flags, preflight
+from personalens.cli.flags import Flag
 from personalens.errors import ArgumentError
 
 # the summary.json keys `extract` prints
@@ -30,6 +31,16 @@ TRAIT_HINT = (
 # ----------------------------------------------------------------------------- traits
 
 
+TRAITS_NEW_FLAGS = (
+    Flag("name", "the new trait's name"),
+    Flag("--description", "what the trait is, in a sentence or two", required=True),
+    Flag("--out", "output path (default: traits/NAME.json)"),
+    Flag("--base-url", "OpenAI-compatible base URL (env PERSONALENS_JUDGE_BASE_URL)"),
+    Flag("--judge-model", "model name (env PERSONALENS_JUDGE_MODEL)"),
+    Flag("--force", "overwrite an existing --out file", action="store_true"),
+)
+
+
 def add_traits_parser(sub) -> None:
     p = common.add_command(
         sub, "traits", help="list the shipped traits; `traits new` writes one with an LLM"
@@ -43,16 +54,7 @@ def add_traits_parser(sub) -> None:
         help="write a new trait file with an LLM (OpenAI-compatible API)",
         formatter_class=common.HelpFormatter,
     )
-    new.add_argument("name", help="the new trait's name")
-    new.add_argument("--description", required=True, help="what the trait is, in a sentence or two")
-    new.add_argument("--out", default=None, help="output path (default: traits/NAME.json)")
-    new.add_argument(
-        "--base-url",
-        default=None,
-        help="OpenAI-compatible base URL (env PERSONALENS_JUDGE_BASE_URL)",
-    )
-    new.add_argument("--judge-model", default=None, help="model name (env PERSONALENS_JUDGE_MODEL)")
-    new.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    flags.add_flags(new, TRAITS_NEW_FLAGS)
 
 
 def cmd_traits(args: argparse.Namespace) -> int:
@@ -92,55 +94,41 @@ def cmd_traits_new(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- extract
 
 
-def add_extract_parser(sub) -> None:
-    p = common.add_command(
-        sub,
-        "extract",
-        help="extract a persona vector into a resumable run directory",
-        runs_model=True,
-    )
-    p.add_argument(
-        "--trait",
-        default=None,
-        help="a shipped trait name (see `personalens traits`) or a trait file",
-    )
-    p.add_argument("--trait-file", default=None, help="a trait JSON file (or a shipped trait name)")
-    p.add_argument(
+EXTRACT_FLAGS = (
+    Flag("--trait", "a shipped trait name (see `personalens traits`) or a trait file"),
+    Flag("--trait-file", "a trait JSON file (or a shipped trait name)"),
+    Flag(
         "--trait-eval-file",
-        default=None,
-        help="a Persona Vectors trait_data_eval/<trait>.json whose questions are held out (found "
+        "a Persona Vectors trait_data_eval/<trait>.json whose questions are held out (found "
         "by itself beside an upstream trait_data_extract file)",
-    )
-    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
-    common.add_judge_args(p)
-    common.add_generation_args(
-        p,
-        max_new_tokens=48,
-        temperature=0.8,
-        seed=True,
-        count="--n-per-question",
-        batch_size=32,
+    ),
+    Flag("--out", "run directory (rerun the same command to resume)", required=True),
+    *flags.judge(),
+    *flags.generation(
+        {
+            "--n-per-question": 1,
+            "--max-new-tokens": 48,
+            "--temperature": 0.8,
+            "--seed": 0,
+            "--batch-size": 32,
+        },
         help={
             "--n-per-question": "replies per question and instruction side",
             "--max-new-tokens": "most tokens per reply (as the Python ExtractionConfig: the "
             "judge and the response average need only short replies)",
         },
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--threshold",
+        "judge score (0-100) a positive reply must reach; a negative one must stay under "
+        "100 minus it",
         type=float,
         default=50.0,
-        help="judge score (0-100) a positive reply must reach; a negative one must stay under "
-        "100 minus it",
-    )
-    p.add_argument(
-        "--pairs", type=int, nargs="*", default=None, help="instruction pairs to use (default all)"
-    )
-    p.add_argument(
-        "--max-questions", type=int, default=None, help="use the first N questions of each split"
-    )
-    common.add_shard_args(p)
-    p.set_defaults(func=cmd_extract)
+    ),
+    Flag("--pairs", "instruction pairs to use (default all)", type=int, nargs="*"),
+    Flag("--max-questions", "use the first N questions of each split", type=int),
+    *flags.SHARDS,
+)
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
@@ -184,6 +172,15 @@ def cmd_extract(args: argparse.Namespace) -> int:
         return 0
 
 
+EXTRACT = common.Command(
+    "extract",
+    "extract a persona vector into a resumable run directory",
+    EXTRACT_FLAGS,
+    cmd_extract,
+    runs_model=True,
+)
+
+
 def _extraction_settings(args: argparse.Namespace) -> dict:
     """The :class:`~personalens.extraction.config.ExtractionConfig` keywords of the flags, each
     checked (an :class:`~personalens.errors.ArgumentError` naming the flag); imports nothing."""
@@ -213,41 +210,38 @@ LAYER_SWEEP_HELP = (
 )
 
 
-def add_layer_sweep_parser(sub) -> None:
-    p = common.add_command(sub, "layer-sweep", help=LAYER_SWEEP_HELP, old_names=("sweep",))
-    p.add_argument(
+LAYER_SWEEP_FLAGS = (
+    Flag(
         "--run",
+        "extraction run directory (several overlay their traits in one figure)",
         action="extend",
         nargs="+",
         required=True,
         metavar="DIR",
-        help="extraction run directory (several overlay their traits in one figure)",
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--variants",
+        "response_avg, prompt_avg and/or last_prompt_token (default: all three)",
         nargs="+",
         choices=["response_avg", "prompt_avg", "last_prompt_token"],
-        default=None,
         metavar="VARIANT",
-        help="response_avg, prompt_avg and/or last_prompt_token (default: all three)",
-    )
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (0: no CIs)")
-    p.add_argument("--ci", type=float, default=0.95, help="interval coverage")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument(
+    ),
+    Flag("--n-boot", "bootstrap resamples (0: no CIs)", type=int, default=1000),
+    Flag("--ci", "interval coverage", type=float, default=0.95),
+    Flag("--seed", "bootstrap seed", type=int, default=0),
+    Flag(
         "--split",
+        "heldout: the samples summary.json's layer_auc uses; extract: the kept extraction "
+        "pairs (in-sample)",
         choices=["heldout", "extract"],
         default="heldout",
-        help="heldout: the samples summary.json's layer_auc uses; extract: the kept extraction "
-        "pairs (in-sample)",
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--out",
-        default=None,
-        help="output directory (default: the run directory; with several runs, each run's "
+        "output directory (default: the run directory; with several runs, each run's "
         "JSON goes to its own directory and the figure to their common parent)",
-    )
-    p.set_defaults(func=cmd_layer_sweep)
+    ),
+)
 
 
 def cmd_layer_sweep(args: argparse.Namespace) -> int:
@@ -295,6 +289,11 @@ def cmd_layer_sweep(args: argparse.Namespace) -> int:
             print(f"{label}: {result.note}")
     print(f"wrote {', '.join(str(p) for p in json_paths)}, {html_path}")
     return 0
+
+
+LAYER_SWEEP = common.Command(
+    "layer-sweep", LAYER_SWEEP_HELP, LAYER_SWEEP_FLAGS, cmd_layer_sweep, old_names=("sweep",)
+)
 
 
 def _layer_sweep_paths(runs: list[Path], out: Path | None) -> tuple[list[Path], Path]:

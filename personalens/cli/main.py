@@ -1,5 +1,6 @@
-"""The ``personalens`` command line: the parser, assembled from one ``add_*_parser`` per command
-(each next to its handler in a ``*_commands`` module), and :func:`main`.
+"""The ``personalens`` command line: the parser, assembled from one
+:class:`~personalens.cli.common.Command` (or ``add_*_parser`` function) per command, each next to
+its handler in a ``*_commands`` module, and :func:`main`.
 
 The CLI must start fast: heavy libraries are imported only by the command that runs.
 """
@@ -10,29 +11,25 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from personalens.cli.extraction_commands import (
-    add_extract_parser,
-    add_layer_sweep_parser,
-    add_traits_parser,
-)
-from personalens.cli.model_commands import add_chat_parser, add_info_parser
-from personalens.cli.sae_commands import add_decompose_parser
-from personalens.cli.steering_commands import add_steer_parser, add_steering_sweep_parser
-from personalens.cli.study_commands import add_questionnaire_parser, add_screen_parser
+from personalens.cli.extraction_commands import EXTRACT, LAYER_SWEEP, add_traits_parser
+from personalens.cli.model_commands import CHAT, INFO
+from personalens.cli.sae_commands import DECOMPOSE
+from personalens.cli.steering_commands import STEER, STEERING_SWEEP
+from personalens.cli.study_commands import QUESTIONNAIRE, SCREEN
 from personalens.errors import PersonaLensError
 
-# in the order `personalens --help` lists them
+# in the order `personalens --help` lists them; each, called with the subparsers, adds its parser
 COMMANDS = (
-    add_info_parser,
-    add_chat_parser,
-    add_steer_parser,
-    add_steering_sweep_parser,
+    INFO,
+    CHAT,
+    STEER,
+    STEERING_SWEEP,
     add_traits_parser,
-    add_extract_parser,
-    add_layer_sweep_parser,
-    add_screen_parser,
-    add_questionnaire_parser,
-    add_decompose_parser,
+    EXTRACT,
+    LAYER_SWEEP,
+    SCREEN,
+    QUESTIONNAIRE,
+    DECOMPOSE,
 )
 
 

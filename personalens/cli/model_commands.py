@@ -12,20 +12,14 @@ import sys
 from pathlib import Path
 
 from personalens._validate import check_number
-from personalens.cli import common, preflight
+from personalens.cli import common, flags, preflight
+from personalens.cli.flags import Flag
 from personalens.errors import PersonaLensError
 
 CHAT_HELP = "commands: /reset (forget the conversation), /system TEXT (new system prompt), /exit"
 
 
 # ----------------------------------------------------------------------------- info
-
-
-def add_info_parser(sub) -> None:
-    p = common.add_command(
-        sub, "info", help="print the model's shape and hook convention as JSON", model=True
-    )
-    p.set_defaults(func=cmd_info)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -36,65 +30,60 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+INFO = common.Command(
+    "info", "print the model's shape and hook convention as JSON", (), cmd_info, model=True
+)
+
+
 # ----------------------------------------------------------------------------- chat
 
 
-def add_chat_parser(sub) -> None:
-    p = common.add_command(
-        sub, "chat", help="chat with the model (reads stdin; works from a pipe)", runs_model=True
-    )
-    p.add_argument("--system", default=None, help="system prompt")
-    common.add_generation_args(
-        p,
-        max_new_tokens=256,
-        temperature=0.0,
-        top_p=1.0,
-        seed=True,
+CHAT_FLAGS = (
+    Flag("--system", "system prompt"),
+    *flags.generation(
+        {"--max-new-tokens": 256, "--temperature": 0.0, "--top-p": 1.0, "--seed": 0},
         help={"--max-new-tokens": "most tokens per reply (long: a conversation's answers)"},
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--format",
+        "jsonl: one JSON object per reply, for scripts (replies may span lines)",
         choices=["text", "jsonl"],
         default="text",
-        help="jsonl: one JSON object per reply, for scripts (replies may span lines)",
-    )
-    common.add_steering_args(p, required=False, multi=True)
-    p.add_argument(
+    ),
+    *flags.steering(required=False, multi=True),
+    Flag(
         "--dynamic",
+        "predict-then-steer: before each reply choose a coefficient per --vector",
         action="store_true",
-        help="predict-then-steer: before each reply choose a coefficient per --vector",
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--target",
+        "with --dynamic: target level in [-1, 1] of a trait (repeatable)",
         action="append",
-        default=None,
         metavar="NAME=VALUE",
-        help="with --dynamic: target level in [-1, 1] of a trait (repeatable)",
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--policy",
+        "with --dynamic: projection: from the conversation's projections on each vector; "
+        "llm: an OpenAI-compatible LLM reads the conversation (--judge-base-url, --judge-model)",
         choices=["projection", "llm"],
         default="projection",
-        help="with --dynamic: projection: from the conversation's projections on each vector; "
-        "llm: an OpenAI-compatible LLM reads the conversation (--judge-base-url, --judge-model)",
-    )
-    p.add_argument(
-        "--max-coeff", type=float, default=4.0, help="with --dynamic: coefficient at adjustment 1"
-    )
-    p.add_argument(
+    ),
+    Flag("--max-coeff", "with --dynamic: coefficient at adjustment 1", type=float, default=4.0),
+    Flag(
         "--target-sd",
+        "projection policy: target +1 = this many neutral-prompt std above the mean",
         type=float,
         default=2.0,
-        help="projection policy: target +1 = this many neutral-prompt std above the mean",
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--one-sided",
+        "projection policy: a target is a floor (>0) or ceiling (<0), never pushed back",
         action="store_true",
-        help="projection policy: a target is a floor (>0) or ceiling (<0), never pushed back",
-    )
-    p.add_argument("--judge-base-url", default=None, help="--policy llm: OpenAI-compatible URL")
-    p.add_argument("--judge-model", default=None, help="--policy llm: model name")
-    p.set_defaults(func=cmd_chat)
+    ),
+    Flag("--judge-base-url", "--policy llm: OpenAI-compatible URL"),
+    Flag("--judge-model", "--policy llm: model name"),
+)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -116,6 +105,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if handle is not None:
             handle.remove()
     return 0
+
+
+CHAT = common.Command(
+    "chat",
+    "chat with the model (reads stdin; works from a pipe)",
+    CHAT_FLAGS,
+    cmd_chat,
+    runs_model=True,
+)
 
 
 def _chat_loop(model, args: argparse.Namespace, config, steerer) -> None:

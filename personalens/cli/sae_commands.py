@@ -12,7 +12,8 @@ from pathlib import Path
 
 from personalens._io import atomic_write_text
 from personalens._validate import check_count
-from personalens.cli import common, preflight
+from personalens.cli import common, flags, preflight
+from personalens.cli.flags import Flag
 from personalens.errors import ArgumentError, PersonaLensError
 
 # the decomposition table's columns `decompose` prints, where present
@@ -25,52 +26,47 @@ DECOMPOSE_HELP = (
 )
 
 
-def add_decompose_parser(sub) -> None:
-    p = common.add_command(sub, "decompose", help=DECOMPOSE_HELP, runs_model=True)
-    p.add_argument(
+DECOMPOSE_FLAGS = (
+    Flag(
         "--vector",
-        required=True,
-        help="a persona vector: an extraction run directory (also used for attributions), a "
+        "a persona vector: an extraction run directory (also used for attributions), a "
         ".json/.safetensors pair, a llama.cpp control-vector .gguf, or the name of a shipped "
         "vector (e.g. evil; without --contexts, one shipped for the embedded model)",
-    )
-    p.add_argument(
-        "--sae",
         required=True,
-        help="an SAE directory (cfg.json + sae_weights.safetensors), a folder of "
+    ),
+    Flag(
+        "--sae",
+        "an SAE directory (cfg.json + sae_weights.safetensors), a folder of "
         "blocks.L.hook_resid_post SAE directories, or 'embedded' (shipped with personalens)",
-    )
-    common.add_layer_arg(
-        p,
+        required=True,
+    ),
+    *flags.layer(
         "layer(s) (blocks.L.hook_resid_post; default: the SAE's own layer; for 'embedded' or a "
         "folder of per-layer SAEs, every layer that has one)",
-    )
-    p.add_argument("--k", type=int, default=20, help="most aligned features per layer")
-    p.add_argument(
-        "--k-anti", type=int, default=None, help="most anti-aligned features (default: --k)"
-    )
-    p.add_argument(
+    ),
+    Flag("--k", "most aligned features per layer", type=int, default=20),
+    Flag("--k-anti", "most anti-aligned features (default: --k)", type=int),
+    Flag(
         "--rank-by",
+        "score that picks the top features (attributions need --run)",
         choices=["cosine", "attribution", "attribution_samples"],
         default="cosine",
-        help="score that picks the top features (attributions need --run)",
-    )
-    p.add_argument(
+    ),
+    Flag(
         "--run",
-        default=None,
-        help="extraction run directory for the activation attributions (default: --vector "
+        "extraction run directory for the activation attributions (default: --vector "
         "when it is a run directory)",
-    )
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument(
+    ),
+    Flag("--out", "output directory", required=True),
+    Flag(
         "--contexts",
-        action="store_true",
-        help="also find each feature's top-activating tokens (loads the model) in the run's "
+        "also find each feature's top-activating tokens (loads the model) in the run's "
         "responses and the --corpus files",
-    )
-    p.add_argument("--corpus", nargs="+", default=None, help="text files for --contexts")
-    p.add_argument("--contexts-n", type=int, default=10, help="examples per feature")
-    p.set_defaults(func=cmd_decompose)
+        action="store_true",
+    ),
+    Flag("--corpus", "text files for --contexts", nargs="+"),
+    Flag("--contexts-n", "examples per feature", type=int, default=10),
+)
 
 
 def cmd_decompose(args: argparse.Namespace) -> int:
@@ -113,6 +109,11 @@ def cmd_decompose(args: argparse.Namespace) -> int:
         print(f"\nattributions from {dec.settings['activations']}")
     print(f"wrote {', '.join(str(out / w) for w in written)}")
     return 0
+
+
+DECOMPOSE = common.Command(
+    "decompose", DECOMPOSE_HELP, DECOMPOSE_FLAGS, cmd_decompose, runs_model=True
+)
 
 
 def _loads_model(args: argparse.Namespace) -> bool:

@@ -14,33 +14,31 @@ from itertools import zip_longest
 from pathlib import Path
 
 from personalens._io import atomic_write_text
-from personalens.cli import common, preflight
+from personalens.cli import common, flags, preflight
+from personalens.cli.flags import Flag
 from personalens.errors import ArgumentError
 
 # ----------------------------------------------------------------------------- steer
 
 
-def add_steer_parser(sub) -> None:
-    p = common.add_command(
-        sub, "steer", help="print unsteered and steered completions side by side", runs_model=True
-    )
-    common.add_steering_args(p, required=True)
-    p.add_argument("--prompt", action="append", required=True, help="user prompt (repeatable)")
-    p.add_argument("--system", default=None, help="system prompt")
-    common.add_generation_args(
-        p,
-        max_new_tokens=96,
-        temperature=0.0,
-        seed=True,
-        help={"--max-new-tokens": "most tokens per reply (short: two replies side by side)"},
-    )
-    p.add_argument(
+# steer's own help of its generation flags
+STEER_GENERATION_HELP = {
+    "--max-new-tokens": "most tokens per reply (short: two replies side by side)"
+}
+STEER_FLAGS = (
+    *flags.steering(required=True),
+    Flag("--prompt", "user prompt (repeatable)", action="append", required=True),
+    Flag("--system", "system prompt"),
+    *flags.generation(
+        {"--max-new-tokens": 96, "--temperature": 0.0, "--seed": 0}, help=STEER_GENERATION_HELP
+    ),
+    Flag(
         "--format",
+        "text: the two replies side by side; json: one object per prompt",
         choices=["text", "json"],
         default="text",
-        help="text: the two replies side by side; json: one object per prompt",
-    )
-    p.set_defaults(func=cmd_steer)
+    ),
+)
 
 
 def cmd_steer(args: argparse.Namespace) -> int:
@@ -72,6 +70,15 @@ def cmd_steer(args: argparse.Namespace) -> int:
     return 0
 
 
+STEER = common.Command(
+    "steer",
+    "print unsteered and steered completions side by side",
+    STEER_FLAGS,
+    cmd_steer,
+    runs_model=True,
+)
+
+
 def _side_by_side(left: str, right: str, titles: tuple[str, str]) -> str:
     width = max(30, (shutil.get_terminal_size((120, 20)).columns - 3) // 2)
 
@@ -95,44 +102,33 @@ STEERING_SWEEP_HELP = (
 )
 
 
-def add_steering_sweep_parser(sub) -> None:
-    p = common.add_command(
-        sub,
-        "steering-sweep",
-        help=STEERING_SWEEP_HELP,
-        old_names=("sweep-steer",),
-        runs_model=True,
-    )
-    common.add_steering_args(p, required=True, sweep=True)
-    p.add_argument(
-        "--coeffs", type=float, nargs="+", required=True, help="coefficients (0 = unsteered)"
-    )
-    p.add_argument("--out", required=True, help="output directory (rerun to resume)")
-    p.add_argument(
+STEERING_SWEEP_FLAGS = (
+    *flags.steering(required=True, sweep=True),
+    Flag("--coeffs", "coefficients (0 = unsteered)", type=float, nargs="+", required=True),
+    Flag("--out", "output directory (rerun to resume)", required=True),
+    Flag(
         "--trait",
-        default=None,
-        help="trait to judge: a shipped trait name or a trait file (default: the vector's trait)",
-    )
-    p.add_argument(
-        "--prompts-file", default=None, help="one prompt per line (default: held-out questions)"
-    )
-    p.add_argument("--system", default=None, help="system prompt for every prompt")
-    common.add_judge_args(p)
-    common.add_generation_args(
-        p,
-        max_new_tokens=64,
-        temperature=0.0,
-        seed=True,
-        count="--n-per-prompt",
-        batch_size=32,
+        "trait to judge: a shipped trait name or a trait file (default: the vector's trait)",
+    ),
+    Flag("--prompts-file", "one prompt per line (default: held-out questions)"),
+    Flag("--system", "system prompt for every prompt"),
+    *flags.judge(),
+    *flags.generation(
+        {
+            "--n-per-prompt": 1,
+            "--max-new-tokens": 64,
+            "--temperature": 0.0,
+            "--seed": 0,
+            "--batch-size": 32,
+        },
         help={
             "--max-new-tokens": "most tokens per reply, in every (layer, coeff) cell (as the "
             "Python steering_sweep: many cells are generated and judged)",
             "--n-per-prompt": "replies per prompt in every cell",
         },
-    )
-    common.add_shard_args(p)
-    p.set_defaults(func=cmd_steering_sweep)
+    ),
+    *flags.SHARDS,
+)
 
 
 def cmd_steering_sweep(args: argparse.Namespace) -> int:
@@ -181,6 +177,16 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
             return 0
         _write_steering_sweep(result, Path(args.out))
         return 0
+
+
+STEERING_SWEEP = common.Command(
+    "steering-sweep",
+    STEERING_SWEEP_HELP,
+    STEERING_SWEEP_FLAGS,
+    cmd_steering_sweep,
+    old_names=("sweep-steer",),
+    runs_model=True,
+)
 
 
 def _read_prompts(path: Path) -> list[str]:

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from personalens._io import atomic_write_text
-from personalens.cli import common, preflight
+from personalens.cli import common, flags, preflight
+from personalens.cli.flags import Flag
 from personalens.errors import PersonaLensError
 
 # ----------------------------------------------------------------------------- screening (ΔP)
@@ -23,36 +24,28 @@ SCREEN_HELP = (
 )
 
 
-def add_screen_parser(sub) -> None:
-    p = common.add_command(sub, "screen", help=SCREEN_HELP, runs_model=True)
-    p.add_argument("--vector", required=True, help=common.VECTOR_HELP)
-    p.add_argument(
+# screen's own help of its generation flags
+SCREEN_GENERATION_HELP = {
+    "--max-new-tokens": "length of the model's own (greedy) reply to each prompt (as the Python "
+    "screen)",
+    "--batch-size": "samples generated and read together",
+}
+SCREEN_FLAGS = (
+    Flag("--vector", flags.VECTOR_HELP, required=True),
+    Flag(
         "--data",
+        ".jsonl (chat 'messages', last = the response; or 'prompt'/'answer') or .csv "
+        "('prompt', 'answer'; optional 'id', 'system'). Several: one subfolder each, one "
+        "overlaid histogram",
         action="extend",
         nargs="+",
         required=True,
-        help=".jsonl (chat 'messages', last = the response; or 'prompt'/'answer') or .csv "
-        "('prompt', 'answer'; optional 'id', 'system'). Several: one subfolder each, one "
-        "overlaid histogram",
-    )
-    common.add_layer_arg(
-        p, "the one layer to project on (default: the vector's best layer)", many=False
-    )
-    p.add_argument(
-        "--out", required=True, help="output directory (rerun the same command to resume)"
-    )
-    common.add_generation_args(
-        p,
-        max_new_tokens=128,
-        batch_size=16,
-        help={
-            "--max-new-tokens": "length of the model's own (greedy) reply to each prompt (as "
-            "the Python screen)",
-            "--batch-size": "samples generated and read together",
-        },
-    )
-    common.add_shard_args(p)
-    p.set_defaults(func=cmd_screen)
+    ),
+    *flags.layer("the one layer to project on (default: the vector's best layer)", many=False),
+    Flag("--out", "output directory (rerun the same command to resume)", required=True),
+    *flags.generation({"--max-new-tokens": 128, "--batch-size": 16}, help=SCREEN_GENERATION_HELP),
+    *flags.SHARDS,
+)
 
 
 def cmd_screen(args: argparse.Namespace) -> int:
@@ -100,6 +93,9 @@ def cmd_screen(args: argparse.Namespace) -> int:
         return 0
 
 
+SCREEN = common.Command("screen", SCREEN_HELP, SCREEN_FLAGS, cmd_screen, runs_model=True)
+
+
 def _write_screening(results: dict, dirs: list[Path], out: Path) -> None:
     """The overlay histogram (and with several datasets a table of them); print each summary."""
     from personalens.plot.screening import plot_screening_histogram
@@ -131,40 +127,32 @@ QUESTIONNAIRE_HELP = (
 )
 
 
-def add_questionnaire_parser(sub) -> None:
-    p = common.add_command(sub, "questionnaire", help=QUESTIONNAIRE_HELP, runs_model=True)
-    p.add_argument(
-        "--file", default=None, help="a questionnaire JSON file (or a shipped questionnaire name)"
-    )
-    p.add_argument(
-        "--name",
-        default=None,
-        help="a shipped questionnaire (or a questionnaire file) (default: big_five)",
-    )
-    p.add_argument("--system", default=None, help="system prompt for every item")
-    p.add_argument(
+# questionnaire's own help of its generation flags
+QUESTIONNAIRE_GENERATION_HELP = {
+    "--max-new-tokens": "--method generate/judge: most tokens per reply (short: an answer on the "
+    "scale)",
+    "--batch-size": "items scored together",
+}
+QUESTIONNAIRE_FLAGS = (
+    Flag("--file", "a questionnaire JSON file (or a shipped questionnaire name)"),
+    Flag("--name", "a shipped questionnaire (or a questionnaire file) (default: big_five)"),
+    Flag("--system", "system prompt for every item"),
+    Flag(
         "--method",
-        choices=["logprob", "generate", "judge", "likelihood"],
-        default="logprob",
-        help="logprob: next-token probabilities of the scale answers (no judge); generate: "
+        "logprob: next-token probabilities of the scale answers (no judge); generate: "
         "greedy reply parsed strictly (unparseable = NaN); judge: reply rated by an "
         "OpenAI-compatible LLM judge; likelihood: mean log-prob of each statement as the "
         "model's self-description, scored per dimension as forward - reverse (nats/token, "
         "not on the Likert scale)",
-    )
-    common.add_judge_args(p, choose=False)
-    common.add_generation_args(
-        p,
-        max_new_tokens=32,
-        batch_size=16,
-        help={
-            "--max-new-tokens": "--method generate/judge: most tokens per reply (short: an "
-            "answer on the scale)",
-            "--batch-size": "items scored together",
-        },
-    )
-    common.add_steering_args(p, required=False)
-    p.set_defaults(func=cmd_questionnaire)
+        choices=["logprob", "generate", "judge", "likelihood"],
+        default="logprob",
+    ),
+    *flags.judge(choose=False),
+    *flags.generation(
+        {"--max-new-tokens": 32, "--batch-size": 16}, help=QUESTIONNAIRE_GENERATION_HELP
+    ),
+    *flags.steering(required=False),
+)
 
 
 def cmd_questionnaire(args: argparse.Namespace) -> int:
@@ -210,3 +198,8 @@ def cmd_questionnaire(args: argparse.Namespace) -> int:
     }
     print(json.dumps(out))
     return 0
+
+
+QUESTIONNAIRE = common.Command(
+    "questionnaire", QUESTIONNAIRE_HELP, QUESTIONNAIRE_FLAGS, cmd_questionnaire, runs_model=True
+)

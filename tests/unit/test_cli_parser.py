@@ -50,3 +50,12 @@ def test_help_imports_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stderr.strip() == "[]", out.stderr
     assert "layer-sweep" in out.stdout
+
+
+def test_local_judge_parses_where_a_judge_is_chosen():
+    parser = build_parser()
+    for name in ("extract", "steering-sweep"):
+        args = parser.parse_args([name, *REQUIRED[name], "--judge", "local"])
+        assert args.judge == "local" and args.judge_model is None, name
+        args = parser.parse_args([name, *REQUIRED[name], "--judge", "local", "--judge-model", "m"])
+        assert args.judge_model == "m", name
