@@ -5,9 +5,10 @@
     BROWSER_PATH=/usr/bin/chromium .venv/bin/python tools/make_figures.py
 
 Everything it computes is resumable and lands in ``--runs`` (default ``runs/figures``): the
-`evil` extraction at the demo's settings, a small steering sweep, a decomposition into the
-shipped SAEs, the OCEAN cosine matrix of the shipped Big Five vectors, and a monitoring
-experiment over the system-prompt spectrum. The PNGs go to ``--out`` (default
+`evil` extraction at the demo's settings, a steering sweep on all 20 held-out questions (n = 20
+replies per cell, with CIs), a decomposition into the shipped SAEs whose features are labelled
+with their top-activating tokens over the extraction's replies, the OCEAN cosine matrix of the
+shipped Big Five vectors, and a monitoring experiment over the system-prompt spectrum. The PNGs go to ``--out`` (default
 ``docs/figures``) with ``config.json``, the resolved settings. A first run takes about ten
 minutes on 2 CPU cores; a rerun only redraws.
 """
@@ -39,8 +40,10 @@ def main() -> None:
         "model": "embedded SmolLM2-135M-Instruct",
         "extraction": {"trait": "evil", "max_questions": 10, "judge": "offline"},
         "steering_sweep": {"layers": [5, 10, 15, 20], "coeffs": [-8, -4, 0, 4, 8],
-                           "n_prompts": 5, "max_new_tokens": 32, "positions": "response"},
-        "sae": {"layers": "shipped", "k": 12},
+                           "prompts": "all held-out questions", "min_replies": 20,
+                           "max_new_tokens": 32, "positions": "response"},
+        "sae": {"layers": "shipped", "k": 12,
+                "feature_labels": "top tokens over the evil extraction's replies (n=10)"},
         "ocean_vectors": OCEAN,
         "monitoring": {"conditions": "system_prompt_spectrum(evil, pairs=1)", "n_questions": 6,
                        "max_new_tokens": 32},
@@ -63,16 +66,25 @@ def main() -> None:
     vec = result.vector
     save(pl.plot.plot_layer_sweep({"evil": pl.layer_sweep(runs / "evil")}), "layer_sweep")
 
-    questions = list(trait.split_questions()[1][:5])
     gen = pl.model.GenerationConfig(max_new_tokens=32)
+    # every held-out question (and samples until each cell holds 20 replies): honest n and CIs
     sweep = pl.steering_sweep(
-        model, vec, questions, layers=[5, 10, 15, 20], coeffs=[-8, -4, 0, 4, 8], trait=trait,
-        judge="offline", generation=gen, positions="response", out=runs / "steering_sweep",
+        model, vec, layers=[5, 10, 15, 20], coeffs=[-8, -4, 0, 4, 8], trait=trait,
+        judge="offline", generation=gen, positions="response", min_replies=20,
+        out=runs / "steering_sweep_all_questions",
     )  # fmt: skip
     save(pl.plot.plot_steering_heatmap(sweep), "steering_heatmap")
 
     saes = {L: pl.load_sae("embedded", layer=L, model=model) for L in pl.sae.shipped_sae_layers()}
-    save(pl.plot.plot_sae_cosines(pl.decompose(vec, saes, k=12)), "sae_cosines", height=700)
+    decomposition = pl.decompose(vec, saes, k=12)
+    # each feature labelled by its top-activating tokens among the extraction's replies
+    contexts = [
+        pl.sae.feature_contexts(model, saes[L], L, decomposition, runs / "evil", n=10)
+        for L in decomposition.layers
+    ]
+    save(
+        pl.plot.plot_sae_cosines(decomposition, feature_labels=contexts), "sae_cosines", height=700
+    )
 
     vectors = [pl.vectors.shipped_vector(t, model) for t in OCEAN]
     save(pl.plot.plot_cosine_matrix(pl.vectors.cosine_matrix(vectors)), "ocean_cosines", 760)

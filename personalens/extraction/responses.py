@@ -2,7 +2,8 @@
 contrastive pairs whose replies show the trait (pos) and do not (neg).
 
 1. :func:`generate_responses`: every job (see :mod:`personalens.extraction.jobs`); with a run
-   directory, appended to and resumed from ``responses.jsonl``.
+   directory, appended to and resumed from ``responses.jsonl``. Its progress bar counts
+   tokens, so it moves with every decode step, not once per chunk of replies.
 2. :func:`judge_responses`: trait score and coherence (0-100, NaN when unscorable); resumed from
    ``judge_scores.jsonl``, where a reply logged with a NaN score is not finished and is judged
    again.
@@ -20,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from tqdm.auto import tqdm
 
+from personalens._io import iter_chunks
 from personalens.extraction.config import ExtractionConfig
 from personalens.extraction.jobs import SIDES, SPLITS, Job, match_key
 from personalens.extraction.traits import Trait
@@ -28,7 +31,7 @@ from personalens.judges.base import Judge, judge_records
 from personalens.model.chat import as_conversation
 from personalens.model.generation import generate_samples
 from personalens.runs.resume import run_resumable
-from personalens.runs.sharding import Shard, resolve_shard
+from personalens.runs.sharding import Shard, read_run_log, resolve_shard
 
 if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
@@ -46,37 +49,64 @@ def generate_responses(
 ) -> list[dict[str, Any]]:
     """Generate every job's response; with ``run_dir``, append to and resume from responses.jsonl.
 
-    ``shard``: generate only this worker's chunks, then wait for the other workers'.
+    ``shard``: generate only this worker's chunks, then wait for the other workers'. With
+    ``progress``, one bar over the tokens still to generate (``max_new_tokens`` slots per
+    reply) moves with every decode step, the finished replies counted beside it.
     """
     path = Path(run_dir) / "responses.jsonl" if run_dir else None
     gen_cfg = config.generation_config()
+    worker = resolve_shard(shard)
+    pending = _pending(jobs, path, config.generation_batch_size, worker)
+    total = pending * gen_cfg.max_new_tokens
+    label = "generating" if worker is None else f"generating [shard {worker}]"
+    with tqdm(total=total, desc=label, unit="tok", disable=not (progress and pending)) as bar:
+        replies = 0
 
-    def process(chunk: list[Job]) -> list[dict[str, Any]]:
-        conversations = [as_conversation(j.question, j.system) for j in chunk]
-        res = generate_samples(
-            model, conversations, [j.sample for j in chunk], gen_cfg, backend=backend
+        def process(chunk: list[Job]) -> list[dict[str, Any]]:
+            nonlocal replies
+            conversations = [as_conversation(j.question, j.system) for j in chunk]
+            res = generate_samples(
+                model,
+                conversations,
+                [j.sample for j in chunk],
+                gen_cfg,
+                backend=backend,
+                on_tokens=bar.update,
+            )
+            replies += len(chunk)
+            bar.set_postfix_str(f"{replies}/{pending} replies")
+            return [
+                {
+                    **asdict(j),
+                    "response": res.responses[i],
+                    "response_tokens": res.response_tokens[i],
+                    "finish_reason": res.finish_reasons[i],
+                }
+                for i, j in enumerate(chunk)
+            ]
+
+        done = run_resumable(
+            jobs,
+            lambda j: j.key,
+            process,
+            path=path,
+            chunk_size=config.generation_batch_size,
+            desc="generating",
+            progress=False,  # the token bar above
+            shard=worker,
         )
-        return [
-            {
-                **asdict(j),
-                "response": res.responses[i],
-                "response_tokens": res.response_tokens[i],
-                "finish_reason": res.finish_reasons[i],
-            }
-            for i, j in enumerate(chunk)
-        ]
-
-    done = run_resumable(
-        jobs,
-        lambda j: j.key,
-        process,
-        path=path,
-        chunk_size=config.generation_batch_size,
-        desc="generating",
-        progress=progress,
-        shard=resolve_shard(shard),
-    )
     return [done[j.key] for j in jobs]
+
+
+def _pending(jobs: Sequence[Job], path: Path | None, chunk_size: int, shard: Shard | None) -> int:
+    """How many replies :func:`run_resumable` will generate: the jobs of this worker's chunks
+    that are not all logged in ``path`` yet (a chunk is redone whole)."""
+    logged = {r["key"] for r in read_run_log(path)} if path is not None else set()
+    return sum(
+        len(chunk)
+        for i, chunk in enumerate(iter_chunks(list(jobs), chunk_size))
+        if (shard is None or shard.owns(i)) and not all(j.key in logged for j in chunk)
+    )
 
 
 def judge_responses(

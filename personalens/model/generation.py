@@ -275,6 +275,7 @@ def generate_samples(
     *,
     backend: str = "auto",
     compile: bool = False,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> GenerationResult:
     """Generate one chosen sample per conversation: reply number ``sample_indices[i]`` of
     conversation ``i`` (``config.n`` is not used).
@@ -284,13 +285,24 @@ def generate_samples(
     the same batched loop with the same per-sample seeds, so sample ``k`` here equals sample
     ``k`` of ``generate(..., n > k)``: a pipeline can generate any subset of samples, in any
     order. ``backend`` and ``compile`` are those of :func:`generate`.
+
+    ``on_tokens(k)``: called after every decode step with the ``k`` token slots it used (one
+    per row of the batch; a batch's rows that stopped early report their unused budget when
+    it ends), so a caller's own progress bar over ``len(conversations) *
+    config.max_new_tokens`` tokens moves with every token, across calls.
     """
     if len(conversations) != len(sample_indices):
         raise PersonaLensError("give one sample index per conversation")
     conversations = [as_conversation(c) for c in conversations]
     jobs = list(enumerate(int(s) for s in sample_indices))
     return _run_jobs(
-        model, conversations, jobs, config or GenerationConfig(), backend=backend, compile=compile
+        model,
+        conversations,
+        jobs,
+        config or GenerationConfig(),
+        backend=backend,
+        compile=compile,
+        on_tokens=on_tokens,
     )
 
 
@@ -302,8 +314,10 @@ def _run_jobs(
     *,
     backend: str = "auto",
     compile: bool = False,
+    on_tokens: Callable[[int], None] | None = None,
 ) -> GenerationResult:
-    """Generate (conversation index, sample index) jobs; results come back in ``jobs`` order."""
+    """Generate (conversation index, sample index) jobs; results come back in ``jobs`` order.
+    ``on_tokens`` hears every token count the call's own bar does."""
     asked, backend = backend, resolve_backend(model, backend)
     if compile and backend != "hf":
         why = f" ('auto' chose 'tl': the model {'; '.join(auto_backend_blockers(model))})"
@@ -328,12 +342,18 @@ def _run_jobs(
     results: dict[tuple[int, int], tuple[list[int], str]] = {}
 
     with tqdm(total=budget, desc="generating", unit="tok", disable=not show) as bar:
+
+        def step(k: int) -> None:
+            bar.update(k)
+            if on_tokens is not None:
+                on_tokens(k)
+
         done = 0
         for chunk in batches:
             ids = [encoded[p] for p, _ in chunk]
             seeds = [sample_seed(config.seed, conversations[p], s) for p, s in chunk]
             responses, reasons = _generate_batch(
-                model, ids, seeds, config, stops, pad, backend, compile, on_step=bar.update
+                model, ids, seeds, config, stops, pad, backend, compile, on_step=step
             )
             for job, resp, why in zip(chunk, responses, reasons):
                 results[job] = (resp, why)

@@ -5,6 +5,10 @@ A sweep of an extraction run shows two curves per trait: dashed, the replies rea
 system prompt in context (confounded: the model's state can tell the two instructions apart
 whatever the reply says, an upper bound); solid, the replies read with no system prompt (does
 the reply's text carry the trait the vector reads). The star marks the solid curve's best layer.
+
+A :class:`~personalens.vectors.vector.PersonaVector` (e.g. ``pl.shipped_vector("evil")``) is
+drawn from the sweep its extraction recorded
+(:meth:`~personalens.studies.layer_sweep_result.LayerSweepResult.from_vector`): no generation.
 """
 
 from __future__ import annotations
@@ -28,19 +32,33 @@ from personalens.studies.layer_sweep_result import (
     LayerMetrics,
     LayerSweepResult,
 )
+from personalens.vectors.vector import PersonaVector
 
 __all__ = ["plot_layer_separation", "plot_layer_sweep"]
 
 
-def _sweep_items(
-    results: LayerSweepResult | Sequence[LayerSweepResult] | Mapping[str, LayerSweepResult],
-) -> list[tuple[str, LayerSweepResult]]:
-    """``(label, result)`` pairs; list labels are the traits (plus model/number when repeated)."""
-    if isinstance(results, LayerSweepResult):
-        return [(results.trait or "sweep", results)]
+Sweeps = (
+    LayerSweepResult
+    | PersonaVector
+    | Sequence[LayerSweepResult | PersonaVector]
+    | Mapping[str, LayerSweepResult | PersonaVector]
+)
+
+
+def _as_sweep(item: LayerSweepResult | PersonaVector) -> LayerSweepResult:
+    """A sweep, or the one a vector recorded at extraction (an error when it recorded none)."""
+    return LayerSweepResult.from_vector(item) if isinstance(item, PersonaVector) else item
+
+
+def _sweep_items(results: Sweeps) -> list[tuple[str, LayerSweepResult]]:
+    """``(label, result)`` pairs; list labels are the traits (plus model/number when repeated);
+    vectors become the sweeps they recorded."""
+    if isinstance(results, (LayerSweepResult, PersonaVector)):
+        result = _as_sweep(results)
+        return [(result.trait or "sweep", result)]
     if isinstance(results, Mapping):
-        return [(str(k), v) for k, v in results.items()]
-    items = list(results)
+        return [(str(k), _as_sweep(v)) for k, v in results.items()]
+    items = [_as_sweep(r) for r in results]
     labels = [r.trait or "sweep" for r in items]
     if len(set(labels)) < len(labels):
         labels = [f"{r.trait} ({r.model})" for r in items]
@@ -50,15 +68,21 @@ def _sweep_items(
 
 
 def plot_layer_sweep(
-    results: LayerSweepResult | Sequence[LayerSweepResult] | Mapping[str, LayerSweepResult],
-    variant: str = "response_avg",
+    results: Sweeps,
+    variant: str | None = None,
     *,
     title: str | None = None,
 ) -> go.Figure:
     """ROC-AUC of the projection onto ``v̂_L`` against layer ``L``, one colour per trait.
 
     ``results`` is one :class:`~personalens.studies.layer_sweep.LayerSweepResult`, a list of them
-    (labelled by trait) or a ``{label: result}`` mapping, overlaid. Per trait, three traces in
+    (labelled by trait) or a ``{label: result}`` mapping, overlaid. A
+    :class:`~personalens.vectors.vector.PersonaVector` in their place (``pl.shipped_vector("evil")``)
+    stands for the sweep its extraction recorded in its metadata
+    (:meth:`~personalens.studies.layer_sweep_result.LayerSweepResult.from_vector`: the recorded
+    curves, with their CIs and n where recorded; no generation); a vector that recorded none is
+    a :class:`~personalens.errors.PersonaLensError`. ``variant`` defaults to ``"response_avg"``
+    when every sweep has it, else the first sweep's first variant. Per trait, three traces in
     this order: the bootstrap CI as a shaded band (omitted when the sweep has no CIs), the AUC
     line, and a star on the best layer (also annotated ``L<best>: AUC``). The first band of each
     trait has a legend entry ``"<trait> 95% CI"`` (the trait's legend items toggle together).
@@ -78,6 +102,9 @@ def plot_layer_sweep(
     items = _sweep_items(results)
     if not items:
         raise ValueError("plot_layer_sweep needs at least one LayerSweepResult")
+    if variant is None:
+        has_avg = all("response_avg" in r.variants for _, r in items)
+        variant = "response_avg" if has_avg else items[0][1].variants[0]
     fig = go.Figure()
     lowest = 1.0
     for i, (label, result) in enumerate(items):
@@ -150,11 +177,17 @@ def _measured(items: list[tuple[str, LayerSweepResult]], variant: str) -> list[s
     counts = {(r[variant].n_pos, r[variant].n_neg, r.evaluated_on) for _, r in items}
     if len(counts) == 1:
         ((n_pos, n_neg, where),) = counts
-        parts.append(f"n = {n_pos} pos + {n_neg} neg" + (f", {where}" if where else ""))
+        n_text = "n not recorded" if n_pos is None else f"n = {n_pos} pos + {n_neg} neg"
+        parts.append(n_text + (f", {where}" if where else ""))
     else:
         parts.append(
             "n pos + neg: "
-            + ", ".join(f"{label} {r[variant].n_pos} + {r[variant].n_neg}" for label, r in items)
+            + ", ".join(
+                f"{label} {r[variant].n_pos} + {r[variant].n_neg}"
+                if r[variant].n_pos is not None
+                else f"{label} not recorded"
+                for label, r in items
+            )
         )
     readings = []
     if any(r.prompted for _, r in items):
@@ -242,7 +275,8 @@ def _add_curve(
             line=line,
             hovertemplate=f"<b>{name}</b><br>layer %{{x}}<br>AUC %{{y:.3f}}{ci_hover}"
             + (f" ({ci_text})" if has_ci else "")
-            + "<br>Cohen's d %{customdata[2]:.2f}<extra></extra>",
+            + ("<br>Cohen's d %{customdata[2]:.2f}" if _any_number(m.cohens_d) else "")
+            + "<extra></extra>",
         )
     )
     return [x for x in (lo if has_ci else m.auc) if x == x]
@@ -324,6 +358,11 @@ def plot_layer_separation(
     fig.add_vline(x=m.best_layer(), line={"color": "grey", "width": 1, "dash": "dot"})
     fig.update_xaxes(title_text=LAYER_AXIS_TITLE, row=2, col=1)
     return _finish(fig, title or f"Separation by layer: {result.trait} ({variant})", height=620)
+
+
+def _any_number(values: Sequence[float]) -> bool:
+    """Whether any value is a number (a sweep read from a vector has no Cohen's d)."""
+    return any(v == v for v in values)
 
 
 def _anchor(layer: int, layers: Sequence[int]) -> str:

@@ -3,7 +3,7 @@ trait score and coherence against the coefficient, and a layer x coefficient hea
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import plotly.graph_objects as go
 
@@ -15,6 +15,8 @@ from personalens.plot.style import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from personalens.studies.steering_sweep import SteeringSweepResult
 
 __all__ = ["plot_steering_heatmap", "plot_steering_sweep"]
@@ -48,10 +50,14 @@ def plot_steering_sweep(
 def plot_steering_heatmap(
     result: SteeringSweepResult, *, coherence_threshold: float = 50.0, title: str | None = None
 ) -> go.Figure:
-    """Layer x coefficient heatmap of the mean trait score; cells show ``trait / coherence``.
+    """Layer x coefficient heatmap of the mean trait score; cells show ``trait / coherence``
+    and, on a second line, ``n`` (the replies the cell's means are over).
 
     Cells whose mean coherence is below ``coherence_threshold`` are marked with an asterisk:
-    a high trait score there may just be broken text.
+    a high trait score there may just be broken text. Steered cells whose 95% CI of the trait
+    score overlaps the unsteered cell's (``overlaps_baseline``) are marked with a tilde: at
+    this n they are not shown to differ from the unsteered model. Hovering a cell shows its
+    trait score with the CI, coherence and n. The title gives n when every cell has the same.
     """
     table = result.summary(coherence_threshold)
     coeffs = sorted(result.coeffs)
@@ -61,12 +67,17 @@ def plot_steering_heatmap(
         zr, tr, hr = [], [], []
         for c in coeffs:
             row = table[(table.layer == layer) & (table.coeff == c)]
-            t = float(row.trait.iloc[0]) if len(row) else float("nan")
-            coh = float(row.coherence.iloc[0]) if len(row) else float("nan")
-            zr.append(t)
-            flag = "*" if coh < coherence_threshold else ""
-            tr.append(f"{t:.0f} / {coh:.0f}{flag}")
-            hr.append(f"layer {layer}, coeff {c:g}<br>trait {t:.1f}<br>coherence {coh:.1f}")
+            cell = _cell(row)
+            zr.append(cell["trait"])
+            flag = "*" if cell["coherence"] < coherence_threshold else ""
+            flag += "~" if cell["overlaps"] else ""
+            tr.append(f"{cell['trait']:.0f} / {cell['coherence']:.0f}{flag}<br>n={cell['n']}")
+            hr.append(
+                f"layer {layer}, coeff {c:g}<br>trait {cell['trait']:.1f} "
+                f"[{cell['ci_low']:.1f}, {cell['ci_high']:.1f}] (95% CI)"
+                + ("<br>CI overlaps the unsteered cell's" if cell["overlaps"] else "")
+                + f"<br>coherence {cell['coherence']:.1f}<br>n = {cell['n']} replies"
+            )
         z.append(zr)
         text.append(tr)
         hover.append(hr)
@@ -85,7 +96,29 @@ def plot_steering_heatmap(
             colorbar={"title": "trait"},
         )
     )
-    title = title or (
-        f"{result.trait}: trait score / coherence (* = coherence < {coherence_threshold:g})"
-    )
+    if title is None:
+        ns = sorted({int(n) for n in table.n})
+        n_text = f"n = {ns[0]} replies per cell" if len(ns) == 1 else "n replies per cell"
+        title = (
+            f"{result.trait}: trait score / coherence · {n_text}<br><sup>* = coherence < "
+            f"{coherence_threshold:g} · ~ = 95% CI of the trait score overlaps the unsteered "
+            "cell's (not shown to differ)</sup>"
+        )
     return _finish(fig, title, x="steering coefficient", y="layer")
+
+
+def _cell(row: pd.DataFrame) -> dict[str, Any]:
+    """One cell of the heatmap from its summary row (NaNs and n 0 when the cell is missing)."""
+    if not len(row):
+        nan = float("nan")
+        return dict(trait=nan, coherence=nan, ci_low=nan, ci_high=nan, n=0, overlaps=False)
+    r = row.iloc[0]
+    return {
+        "trait": float(r.trait),
+        "coherence": float(r.coherence),
+        "ci_low": float(r.ci_low),
+        "ci_high": float(r.ci_high),
+        "n": int(r.n),
+        # None (no unsteered cell) or NaN: nothing to flag
+        "overlaps": r.overlaps_baseline is not None and bool(r.overlaps_baseline == True),  # noqa: E712
+    }

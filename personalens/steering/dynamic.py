@@ -12,8 +12,9 @@
 Each turn has three steps:
 
 1. **Measure** (unsteered): the last-prompt-token projection of the conversation onto each
-   trait's unit vector at the trait's layer
-   (:func:`personalens.studies.monitoring.last_prompt_projection`, the Persona Vectors
+   trait's unit vector at the trait's *monitoring* layer (default: the vector's
+   ``best_layer``, where the trait is best read;
+   :func:`personalens.studies.monitoring.last_prompt_projection`, the Persona Vectors
    monitoring signal), and, when baselines are calibrated, its z-score ``z = (p - mean) / std``
    against the projections of neutral prompts
    (:data:`personalens.steering.calibration.REFERENCE_PROMPTS` by default, same layer, same
@@ -24,7 +25,9 @@ Each turn has three steps:
    of ``coeff_scale`` (``"raw"`` multiples of the vector by default, as in
    :func:`~personalens.steering.hooks.steer`).
 3. **Steer**: one :func:`~personalens.steering.plan.plan_steering` plan per trait with
-   ``c_t != 0`` (each at its own layer; two traits may share a layer, their additions then sum),
+   ``c_t != 0``, each at the trait's *steering* layer (default: as :func:`~personalens.steer`
+   with no ``layers``, the vector's recorded ``steering_layer``, else the middle layer; two
+   traits may share a layer, their additions then sum),
    all attached together with :func:`~personalens.steering.hooks.apply_plan` in one
    ``contextlib.ExitStack`` while the reply is generated, and removed afterwards (also on
    errors). A turn whose coefficients are all 0 is generated with no hook at all, so it equals
@@ -43,12 +46,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from personalens._io import digest
-from personalens.conventions import check_layer
 from personalens.errors import PersonaLensError
 from personalens.model.chat import Message, as_conversation
 from personalens.model.generation import GenerationConfig, generate
-from personalens.steering.adjustment_prompt import missing_and_unknown
 from personalens.steering.calibration import REFERENCE_PROMPTS, residual_norms
+from personalens.steering.dynamic_args import (
+    check_target,
+    check_vectors,
+    max_coeffs,
+    resolve_monitor_layers,
+    resolve_steering_layers,
+)
 from personalens.steering.edits import POSITIONS
 from personalens.steering.hooks import apply_plan
 from personalens.steering.plan import COEFF_SCALES, SteeringPlan, plan_steering
@@ -68,86 +76,17 @@ Number = float | int
 DEFAULT_MAX_COEFF = 4.0
 
 
-def _check_target(target: Mapping[str, Any] | None, traits: Sequence[str]) -> dict[str, float]:
-    """``target`` as ``{trait: level in [-1, 1]}``, every trait one of ``traits``."""
-    out: dict[str, float] = {}
-    for k, v in (target or {}).items():
-        if k not in traits:
-            raise PersonaLensError(
-                f"target names trait {k!r} but the steerer has vectors for {list(traits)}; "
-                "add its vector or drop it from the target"
-            )
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise PersonaLensError(f"target level for {k!r} must be a number, got {v!r}")
-        if not -1.0 <= float(v) <= 1.0:
-            raise PersonaLensError(
-                f"target level for {k!r} is {v}; levels are in [-1, 1] (-1: suppress the "
-                "trait, +1: express it strongly)"
-            )
-        out[k] = float(v)
-    return out
-
-
-def _per_trait(name: str, value: Any, traits: Sequence[str]) -> dict[str, Any]:
-    if isinstance(value, Mapping):
-        mismatch = missing_and_unknown(value, traits)
-        if mismatch:
-            raise PersonaLensError(
-                f"{name} must give a value for each trait {list(traits)}{mismatch} "
-                "(or give one value for all)"
-            )
-        return {t: value[t] for t in traits}
-    return {t: value for t in traits}
-
-
-def _check_vectors(model: HookedTransformer, vectors: Any) -> None:
-    if not isinstance(vectors, Mapping) or not vectors:
-        raise PersonaLensError("give vectors as a non-empty {trait name: PersonaVector} dict")
-    for name, vec in vectors.items():
-        if not isinstance(name, str) or not name:
-            raise PersonaLensError(f"trait names must be non-empty strings, got {name!r}")
-        if not isinstance(vec, PersonaVector):
-            raise PersonaLensError(
-                f"vector {name!r} is a {type(vec).__name__}; give a PersonaVector "
-                "(PersonaVector.load(...) or personalens.vectors.load_vector(run_dir, model))"
-            )
-        vec.check_compatible(model)
-
-
-def _trait_layers(
-    vectors: Mapping[str, PersonaVector], layers: Any, n_layers: int
-) -> dict[str, int]:
-    """Each trait's layer: given (one for all, or per trait) or its vector's ``best_layer``."""
-    resolved: dict[str, int] = {}
-    for t, L in _per_trait("layers", layers, tuple(vectors)).items():
-        if L is None:
-            best = vectors[t].metadata.get("best_layer")
-            if best is None:
-                raise PersonaLensError(
-                    f"vector {t!r} records no best_layer: pass layers=L (one for all) or "
-                    "layers={trait: L}"
-                )
-            L = best
-        resolved[t] = check_layer(int(L), n_layers)
-    return resolved
-
-
-def _max_coeffs(max_coeff: Any, traits: Sequence[str]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for t, c in _per_trait("max_coeff", max_coeff, traits).items():
-        if isinstance(c, bool) or not isinstance(c, int | float) or not math.isfinite(c) or c < 0:
-            raise PersonaLensError(f"max_coeff for {t!r} must be a number >= 0, got {c!r}")
-        out[t] = float(c)
-    return out
-
-
 class DynamicSteerer:
     """Predict-then-steer over a multi-turn conversation (see the module doc).
 
     Args:
         vectors: ``{trait name: PersonaVector}``.
-        layers: one layer for all traits, ``{trait: layer}``, or ``None`` for each vector's
-            recorded ``best_layer`` (an error if a vector records none).
+        layers: the steered layer: one for all traits, ``{trait: layer}``, or ``None`` for the
+            default of :func:`~personalens.steer`: each vector's recorded ``steering_layer`` (a
+            steering sweep's best cell), else the middle layer (``n_layers // 2``).
+        monitor_layers: the layer each trait is measured at (its projection and z-score): one
+            for all, ``{trait: layer}``, or ``None`` for each vector's recorded ``best_layer``
+            (where the trait is best read, usually late), else its steering layer.
         policy: ``"projection"`` (default), ``"llm"``, a schedule list, a callable or a policy
             object; ``policy_options`` go to the policy's constructor (``target_sd``,
             ``deadband`` / ``config``, ``descriptions``).
@@ -172,6 +111,7 @@ class DynamicSteerer:
         vectors: Mapping[str, PersonaVector],
         *,
         layers: int | Mapping[str, int] | None = None,
+        monitor_layers: int | Mapping[str, int] | None = None,
         policy: Any = "projection",
         target: Mapping[str, Number] | None = None,
         max_coeff: Number | Mapping[str, Number] = DEFAULT_MAX_COEFF,
@@ -183,7 +123,7 @@ class DynamicSteerer:
         system: str | None = None,
         policy_options: Mapping[str, Any] | None = None,
     ) -> None:
-        _check_vectors(model, vectors)
+        check_vectors(model, vectors)
         if coeff_scale not in COEFF_SCALES:
             raise PersonaLensError(
                 f"unknown coeff_scale {coeff_scale!r}: use one of {COEFF_SCALES}"
@@ -193,12 +133,15 @@ class DynamicSteerer:
         self.model = model
         self.vectors = dict(vectors)
         self.traits = tuple(self.vectors)
-        self.layers = _trait_layers(self.vectors, layers, model.cfg.n_layers)
-        self.max_coeff = _max_coeffs(max_coeff, self.traits)
+        self.layers = resolve_steering_layers(model, self.vectors, layers)
+        self.monitor_layers = resolve_monitor_layers(
+            self.vectors, monitor_layers, self.layers, model.cfg.n_layers
+        )
+        self.max_coeff = max_coeffs(max_coeff, self.traits)
         self.coeff_scale = coeff_scale
         self.positions = positions
         self.policy = make_policy(policy, **dict(policy_options or {}))
-        self.target = _check_target(target, self.traits)
+        self.target = check_target(target, self.traits)
         self.generation = replace(generation or GenerationConfig(), progress=False)
         self.reference = list(reference) if reference is not None else None
         self.system = system
@@ -210,6 +153,7 @@ class DynamicSteerer:
     def __repr__(self) -> str:
         return (
             f"DynamicSteerer(traits={list(self.traits)}, layers={self.layers}, "
+            f"monitor_layers={self.monitor_layers}, "
             f"policy={self.policy!r}, max_coeff={self.max_coeff}, coeff_scale={self.coeff_scale!r})"
         )
 
@@ -218,6 +162,7 @@ class DynamicSteerer:
         return {
             "traits": list(self.traits),
             "layers": self.layers,
+            "monitor_layers": self.monitor_layers,
             "vectors": {
                 t: {
                     "trait": v.trait,
@@ -255,7 +200,8 @@ class DynamicSteerer:
         return out
 
     def calibrate(self, reference: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
-        """Mean and std (n-1) of each trait's last-prompt projection over neutral prompts."""
+        """Mean and std (n-1) of each trait's last-prompt projection over neutral prompts, at
+        its monitoring layer."""
         from personalens.studies.monitoring import last_prompt_projection
 
         prompts = list(reference or self.reference or REFERENCE_PROMPTS)
@@ -263,7 +209,7 @@ class DynamicSteerer:
             raise PersonaLensError("calibration needs at least 2 neutral prompts")
         out = {}
         for t in self.traits:
-            L = self.layers[t]
+            L = self.monitor_layers[t]
             conv = [as_conversation(p, self.system) for p in prompts]
             values = last_prompt_projection(self.model, self.vectors[t], conv, layers=[L]).at(L)
             std = float(values.std())
@@ -277,12 +223,13 @@ class DynamicSteerer:
         return out
 
     def project(self, conversation: Sequence[Message]) -> dict[str, float]:
-        """Unsteered last-prompt-token projection of ``conversation`` per trait at its layer."""
+        """Unsteered last-prompt-token projection of ``conversation`` per trait at its
+        monitoring layer."""
         from personalens.studies.monitoring import last_prompt_projection
 
         out = {}
         for t in self.traits:
-            L = self.layers[t]
+            L = self.monitor_layers[t]
             res = last_prompt_projection(self.model, self.vectors[t], [conversation], layers=[L])
             out[t] = float(res.at(L)[0])
         return out
@@ -309,7 +256,7 @@ class DynamicSteerer:
     ) -> tuple[PolicyContext, PolicyDecision, dict[str, float]]:
         """Measure and decide without generating: (context, decision, coefficients)."""
         conv = self._prepare(conversation)
-        tgt = self.target if target is None else _check_target(target, self.traits)
+        tgt = self.target if target is None else check_target(target, self.traits)
         if self.baselines is None and self.policy.needs_baseline:
             self.calibrate()
         projections = self.project(conv)
@@ -356,7 +303,7 @@ class DynamicSteerer:
 
     def plans(self, coefficients: Mapping[str, Number]) -> list[SteeringPlan]:
         """One resolved :class:`~personalens.steering.plan.SteeringPlan` per trait with a non-zero
-        coefficient, each at the trait's layer."""
+        coefficient, each at the trait's steering layer."""
         plans = []
         for t in self.traits:
             c = float(coefficients.get(t, 0.0))

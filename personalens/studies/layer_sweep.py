@@ -86,6 +86,11 @@ def layer_sweep(
       confounded curve, with that note).
     * an :class:`~personalens.extraction.pipeline.ExtractionResult`: the same, from its run directory,
       or, for a run without one, by recomputing activations with ``model=`` (a HookedTransformer).
+    * a :class:`~personalens.vectors.vector.PersonaVector` alone (``pl.shipped_vector("evil")``,
+      or any vector ``personalens extract`` saved): the sweep recorded in its metadata at
+      extraction, with no model and no generation
+      (:meth:`~personalens.studies.layer_sweep_result.LayerSweepResult.from_vector`; a
+      :class:`~personalens.errors.PersonaLensError` when it records none).
     * a ``HookedTransformer`` with ``vector`` (a PersonaVector, or ``{variant: PersonaVector}``)
       and ``data``: ``{"pos": ..., "neg": ...}`` (a mapping or an object with ``.pos``/``.neg``)
       where each side is a list of ``(prompt, response)`` pairs, a mapping with ``"prompts"``
@@ -98,6 +103,8 @@ def layer_sweep(
     variants of the given vectors (one PersonaVector: its own ``variant``; it is projected
     from each variant's activations if you list several).
     """
+    if isinstance(source, PersonaVector) and vector is None and data is None:
+        return _recorded(source, variants)
     check_sweep_args(n_boot, ci)
     if split not in SPLITS:
         raise PersonaLensError(f"split must be one of {SPLITS}, got {split!r}")
@@ -117,6 +124,16 @@ def layer_sweep(
             RunData.from_result(source, model, batch_size, progress), variants, split, stats
         )
     return _sweep_data(source, vector, data, variants, stats, batch_size, progress)
+
+
+def _recorded(vector: PersonaVector, variants: Sequence[str] | None) -> LayerSweepResult:
+    """The sweep ``vector`` recorded at extraction (its own variant only)."""
+    if variants is not None and _check_variants(variants) != (vector.variant,):
+        raise PersonaLensError(
+            f"a vector records the sweep of its own variant ({vector.variant!r}) only, not "
+            f"{list(variants)}: sweep its extraction run for the others"
+        )
+    return LayerSweepResult.from_vector(vector)
 
 
 def _check_variants(variants: Sequence[str]) -> tuple[str, ...]:

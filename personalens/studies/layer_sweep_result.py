@@ -2,7 +2,9 @@
 
 :class:`LayerMetrics` holds one variant's AUC, separation, Cohen's d and variances per layer
 (with bootstrap CIs); :class:`LayerSweepResult` one trait's metrics per variant, with
-``best_layer()``, ``to_frame()`` and ``save()``/``load()`` (format ``personalens.layer_sweep``).
+``best_layer()``, ``to_frame()`` and ``save()``/``load()`` (format ``personalens.layer_sweep``),
+and :meth:`LayerSweepResult.from_vector`: the sweep an extraction run recorded on its vector
+(``layer_auc`` and, where recorded, its CIs, ``layer_auc_neutral`` and the held-out n).
 A sweep of an extraction run holds two readings of the same replies: ``metrics``, each reply
 read with its pos or neg system prompt in context (confounded by the prompt), and ``neutral``,
 the reply read after its question with no system prompt (does the text carry the trait).
@@ -48,8 +50,8 @@ class LayerMetrics(Result):
     cohens_d: tuple[float, ...]
     var_pos: tuple[float, ...]
     var_neg: tuple[float, ...]
-    n_pos: int
-    n_neg: int
+    n_pos: int | None  # None: not recorded (a sweep read from a vector's metadata)
+    n_neg: int | None
 
     def best_layer(self) -> int:
         """The layer with the highest AUC; ties go to the larger Cohen's d, then the lower layer.
@@ -106,8 +108,8 @@ class LayerMetrics(Result):
             layers=tuple(int(x) for x in data["layers"]),
             **{name: floats(name) for name in _PER_LAYER},
             **{name: intervals(name) for name in _INTERVALS},
-            n_pos=int(data["n_pos"]),
-            n_neg=int(data["n_neg"]),
+            n_pos=None if data.get("n_pos") is None else int(data["n_pos"]),
+            n_neg=None if data.get("n_neg") is None else int(data["n_neg"]),
         )
 
 
@@ -299,6 +301,64 @@ class LayerSweepResult(Result):
         )
 
     @classmethod
+    def from_vector(cls, vector: Any) -> LayerSweepResult:
+        """The layer sweep recorded on ``vector`` (a PersonaVector) when it was extracted, with
+        no generation and no model: its metadata's ``layer_auc`` (each held-out reply read with
+        its system prompt in context) and, where recorded, ``layer_auc_ci``,
+        ``layer_auc_neutral`` (+ ``_ci``: read with no system prompt), ``n_heldout_pos`` /
+        ``n_heldout_neg``, ``heldout_bootstrap`` and ``heldout_auc_on`` (also read from
+        ``metadata["shipped_from"]``). The vector's own variant is the only variant; metrics
+        an extraction does not record (separation, Cohen's d, variances) are NaN, and ``note``
+        names whatever was not recorded. ``pl.shipped_vector("evil")`` records ``layer_auc``
+        only. A :class:`~personalens.errors.PersonaLensError` when the vector records no sweep.
+        """
+        meta = dict(getattr(vector, "metadata", None) or {})
+        recorded = {**(meta.get("shipped_from") or {}), **meta}
+        if not recorded.get("layer_auc"):
+            raise PersonaLensError(
+                f"the vector {getattr(vector, 'trait', '')!r} ({getattr(vector, 'model', '')}) "
+                "records no layer sweep: its metadata has no 'layer_auc' (only vectors saved by "
+                "`personalens extract` record one; its metadata has "
+                f"{sorted(meta) or 'no keys'}). Sweep its extraction run instead, with no "
+                "generation: pl.layer_sweep('RUN_DIR'); or your own pos/neg replies: "
+                "pl.layer_sweep(model, vector, {'pos': ..., 'neg': ...})."
+            )
+        n_layers = getattr(vector, "n_layers", None)
+        boot = recorded.get("heldout_bootstrap") or {}
+        n = (recorded.get("n_heldout_pos"), recorded.get("n_heldout_neg"))
+        prompted = _recorded_metrics(recorded, "layer_auc", n, n_layers)
+        neutral = None
+        if recorded.get("layer_auc_neutral"):
+            neutral = _recorded_metrics(recorded, "layer_auc_neutral", n, n_layers)
+        missing = [
+            text
+            for text, absent in (
+                ("no CIs", prompted.auc_ci is None),
+                ("no n", n[0] is None),
+                ("no curve without the system prompt (layer_auc_neutral)", neutral is None),
+            )
+            if absent
+        ]
+        variant = str(getattr(vector, "variant", "response_avg"))
+        return cls(
+            trait=str(getattr(vector, "trait", "")),
+            model=str(getattr(vector, "model", "")),
+            metrics={variant: prompted},
+            split="heldout",
+            evaluated_on=recorded.get("heldout_auc_on") or "held-out replies",
+            n_boot=int(boot.get("n_boot", 0)) if prompted.auc_ci is not None else 0,
+            ci=float(boot.get("ci", 0.95)),
+            seed=int(boot.get("seed", 0)),
+            metadata={"source": "recorded on the vector at extraction", **_best_layers(meta)},
+            neutral=None if neutral is None else {variant: neutral},
+            note=(
+                "recorded at extraction; the vector records " + ", ".join(missing)
+                if missing
+                else ""
+            ),
+        )
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LayerSweepResult:
         path = Path(path)
         if not path.is_file():
@@ -319,6 +379,54 @@ class LayerSweepResult(Result):
             f"LayerSweepResult(trait={self.trait!r}, model={self.model!r}, "
             f"n_layers={len(self.layers)}, split={self.split!r}, best: {best})"
         )
+
+
+def _recorded_metrics(
+    recorded: Mapping[str, Any],
+    key: str,
+    n: tuple[int | None, int | None],
+    n_layers: int | None,
+) -> LayerMetrics:
+    """The AUC curve ``recorded[key]`` (one value per layer from 0) with its ``<key>_ci`` when
+    recorded, as :class:`LayerMetrics` (the metrics not recorded are NaN)."""
+    auc = tuple(_from_json_float(x) for x in recorded[key])
+    if n_layers is not None and len(auc) != n_layers:
+        raise PersonaLensError(
+            f"the vector's {key} has {len(auc)} values for its {n_layers} layers: the metadata "
+            "does not belong to these directions"
+        )
+    raw_ci = recorded.get(f"{key}_ci")
+    ci = None
+    if raw_ci is not None:
+        if len(raw_ci) != len(auc):
+            raise PersonaLensError(
+                f"the vector's {key}_ci has {len(raw_ci)} intervals for {len(auc)} layers"
+            )
+        ci = tuple((_from_json_float(lo), _from_json_float(hi)) for lo, hi in raw_ci)
+    nan = (math.nan,) * len(auc)
+    return LayerMetrics(
+        layers=tuple(range(len(auc))),
+        auc=auc,
+        auc_ci=ci,
+        separation=nan,
+        separation_ci=None,
+        cohens_d=nan,
+        var_pos=nan,
+        var_neg=nan,
+        n_pos=None if n[0] is None else int(n[0]),
+        n_neg=None if n[1] is None else int(n[1]),
+    )
+
+
+def _best_layers(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The best layers the vector records, named as a run's sweep names the summary's
+    (``run_best_layer``: with the system prompt, ``run_best_layer_neutral``: without). A
+    vector's ``best_layer`` is the one without the system prompt when it also records
+    ``best_layer_contaminated``, else (older vectors) the one with it."""
+    best, contaminated = meta.get("best_layer"), meta.get("best_layer_contaminated")
+    if contaminated is None:
+        return {} if best is None else {"run_best_layer": best}
+    return {"run_best_layer": contaminated, "run_best_layer_neutral": best}
 
 
 def _from_json_float(x: float | int | None) -> float:

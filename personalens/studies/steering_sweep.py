@@ -17,6 +17,12 @@ cell and ``result.tag_vector(vector)`` records it on the vector (``steering_laye
 ``shard="i/n"``: worker ``i`` of ``n`` sharing ``out`` (one per GPU or node) generates every
 n-th cell and judges every n-th chunk, then waits for the others; worker 0 writes ``sweep.json``
 (:mod:`personalens.runs.sharding`).
+
+Honest n: by default every cell answers *all* the trait's held-out questions, each often
+enough for ``min_replies`` (20) replies per cell; every cell of the summary carries its ``n``, a
+95% bootstrap CI of the mean trait score and ``overlaps_baseline`` (its CI overlaps the
+unsteered cell's: not shown to differ at this n), and a warning lists such cells
+(:mod:`personalens.studies.steering_cells`).
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ from personalens.steering.resolve import (
     STEERING_LAYER,
     STEERING_POSITIONS,
 )
+from personalens.studies.steering_cells import (
+    MIN_REPLIES,
+    cell_intervals,
+    flag_overlaps,
+    overlap_note,
+    summarize_judged,
+    topped_up,
+    warn_at_caller,
+)
 from personalens.vectors.vector import PersonaVector
 
 if TYPE_CHECKING:
@@ -55,30 +70,9 @@ if TYPE_CHECKING:
     from transformer_lens import HookedTransformer
 
 DEFAULT_GENERATION = GenerationConfig(max_new_tokens=64, temperature=0.0, batch_size=32)
+# the columns a reply's row of SteeringSweepResult.to_frame() takes from its cell's summary
+CELL_COLUMNS = ("n", "ci_low", "ci_high", "overlaps_baseline")
 Cell = tuple[int | None, float]  # (layer, coeff); (None, 0.0) is the unsteered model
-
-
-def summarize_judged(
-    df: pd.DataFrame,
-    by: Sequence[str],
-    *,
-    coherence_threshold: float | int = 50.0,
-    sort: bool = True,
-) -> pd.DataFrame:
-    """Judged replies (``trait`` and ``coherence`` columns) per group of ``by``: mean trait
-    score and its standard error, mean coherence, the fraction of coherent replies (coherence
-    >= ``coherence_threshold``), ``n`` replies and ``n_scored`` with a trait score."""
-    df = df.assign(coherent=df["coherence"] >= coherence_threshold)
-    g = df.groupby(list(by), sort=sort)
-    out = g.agg(
-        trait=("trait", "mean"),
-        trait_sem=("trait", "sem"),
-        coherence=("coherence", "mean"),
-        frac_coherent=("coherent", "mean"),
-        n=("trait", "size"),
-        n_scored=("trait", "count"),
-    )
-    return out.reset_index()
 
 
 @dataclass(frozen=True)
@@ -86,7 +80,8 @@ class SteeringSweepResult(Result):
     """Every judged reply of a sweep (``records``) plus how it was made (``settings``).
 
     ``to_frame()``: one row per (layer, coeff, prompt, sample): response, trait score,
-    coherence.
+    coherence, and its cell's ``n``, ``ci_low``, ``ci_high`` and ``overlaps_baseline`` (see
+    :meth:`summary`).
     """
 
     trait: str
@@ -98,11 +93,34 @@ class SteeringSweepResult(Result):
     _frame_field: ClassVar[str | None] = "records"
 
     def summary(self, coherence_threshold: float = 50.0) -> pd.DataFrame:
-        """Per (layer, coeff): mean trait score and its standard error, mean coherence, and
-        the fraction of coherent replies (coherence >= ``coherence_threshold``)."""
-        return summarize_judged(
-            self.to_frame(), ["layer", "coeff"], coherence_threshold=coherence_threshold
+        """Per (layer, coeff): mean trait score and its standard error, mean coherence, the
+        fraction of coherent replies (coherence >= ``coherence_threshold``), ``n`` replies
+        (``n_scored`` with a trait score), ``ci_low``/``ci_high``: the 95% bootstrap CI of the
+        mean trait score (questions resampled with all their replies:
+        :func:`~personalens.studies.steering_cells.mean_interval`), and ``overlaps_baseline``:
+        the cell's CI overlaps the unsteered cell's (False for that cell, None when the sweep
+        has no coefficient 0; :func:`~personalens.studies.steering_cells.flag_overlaps`)."""
+        import pandas as pd
+
+        replies = pd.DataFrame.from_records(self.records)
+        table = summarize_judged(
+            replies, ["layer", "coeff"], coherence_threshold=coherence_threshold
         )
+        table = table.merge(cell_intervals(replies), on=["layer", "coeff"], how="left")
+        return table.assign(overlaps_baseline=flag_overlaps(table))
+
+    def frame_records(self) -> list[dict[str, Any]]:
+        """The replies, each with its cell's ``n``, ``ci_low``, ``ci_high``, ``overlaps_baseline``."""
+        cells = {
+            (row["layer"], row["coeff"]): {c: row[c] for c in CELL_COLUMNS}
+            for row in self.summary().to_dict(orient="records")
+        }
+        return [{**r, **cells[(r["layer"], r["coeff"])]} for r in self.records]
+
+    def overlap_note(self) -> str | None:
+        """The warning a sweep gives when steered cells cannot be told apart from the
+        unsteered one (:func:`~personalens.studies.steering_cells.overlap_note`), else None."""
+        return overlap_note(self.summary())
 
     def best_cell(
         self, min_coherence: float | int = 50.0, *, maximize: bool = True
@@ -110,7 +128,9 @@ class SteeringSweepResult(Result):
         """The steered cell (coefficient != 0) with the highest mean trait score (the lowest
         with ``maximize=False``, to suppress a trait) among those whose mean coherence is at
         least ``min_coherence``: ``{"layer", "coeff", "coeff_scale", "positions", "trait",
-        "coherence", "n"}``. Ties go to the smaller ``|coeff|``, then the earlier layer."""
+        "coherence", "n", "ci_low", "ci_high", "overlaps_baseline"}``. Ties go to the smaller
+        ``|coeff|``, then the earlier layer. Check ``overlaps_baseline``: a best cell whose
+        CI overlaps the unsteered cell's is not shown to steer at all."""
         table = self.summary()
         cells = table[(table["coeff"] != 0.0) & table["trait"].notna()]
         ok = cells[cells["coherence"] >= min_coherence]
@@ -130,6 +150,11 @@ class SteeringSweepResult(Result):
             "trait": float(row["trait"]),
             "coherence": float(row["coherence"]),
             "n": int(row["n"]),
+            "ci_low": float(row["ci_low"]),
+            "ci_high": float(row["ci_high"]),
+            "overlaps_baseline": (
+                None if row["overlaps_baseline"] is None else bool(row["overlaps_baseline"])
+            ),
         }
 
     def tag_vector(
@@ -153,6 +178,9 @@ class SteeringSweepResult(Result):
                 "steering_sweep": {
                     "trait": self.trait,
                     "trait_score": cell["trait"],
+                    "trait_ci": json_safe([cell["ci_low"], cell["ci_high"]]),
+                    "n": cell["n"],
+                    "overlaps_baseline": cell["overlaps_baseline"],
                     "coherence": cell["coherence"],
                     "min_coherence": min_coherence,
                 },
@@ -195,12 +223,14 @@ def steering_sweep(
     progress: bool = True,
     backend: str = "auto",
     shard: Shard | str | None = None,
+    min_replies: int = MIN_REPLIES,
 ) -> SteeringSweepResult:
     """Generate and judge under every (layer, coeff); see the module docstring.
 
     Args:
-        prompts: user strings or conversations; default: the trait's held-out evaluation
-            questions (never used to extract the vector).
+        prompts: user strings or conversations; default: all the trait's held-out evaluation
+            questions (never used to extract the vector), each answered often enough that
+            every cell holds ``min_replies`` replies (see ``min_replies``).
         trait: the trait to judge (a :class:`Trait` or a name); default: ``vector.trait``.
         judge: a :class:`Judge` or ``"auto"``/``"offline"``/``"openai"``.
         generation: a :class:`GenerationConfig`; default greedy, 64 new tokens.
@@ -216,6 +246,10 @@ def steering_sweep(
             part of the sweep's identity.
         shard: ``"i/n"`` or a :class:`~personalens.runs.sharding.Shard`: this process is worker
             ``i`` of ``n`` sharing ``out``; all return the full result.
+        min_replies: with the default prompts, each held-out question gets ``max(generation.n,
+            ceil(min_replies / n_questions))`` samples (20 questions: 1; 5: 4), at temperature
+            1.0 when more than one and the generation is greedy (0: exactly ``generation.n``).
+            Explicit ``prompts`` get exactly ``generation.n`` samples each.
     """
     backend = resolve_backend(model, backend)  # once for every cell
     worker = resolve_shard(shard)
@@ -227,7 +261,7 @@ def steering_sweep(
     coeffs = [float(c) for c in coeffs]
     if not layers or not coeffs:
         raise PersonaLensError("give at least one layer and one coefficient")
-    gen = generation or DEFAULT_GENERATION
+    gen = topped_up(generation or DEFAULT_GENERATION, len(conversations), min_replies, prompts)
     judge_obj = make_judge(judge) if isinstance(judge, str) else judge
     how = {"mode": mode, "positions": positions, "coeff_scale": coeff_scale}
     plans = _plan_cells(model, vector, layers, coeffs, how, reference)
@@ -278,6 +312,9 @@ def steering_sweep(
     )
     if run and is_leader(worker):
         atomic_write_json(run / "sweep.json", result.to_dict())
+    note = result.overlap_note()
+    if note:
+        warn_at_caller(note)
     return result
 
 

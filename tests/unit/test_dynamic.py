@@ -202,7 +202,7 @@ def test_several_traits_at_different_layers_are_all_applied(tiny_model, vecs):
         return c
 
     base = cache()
-    s = DynamicSteerer(tiny_model, vecs, positions="all", generation=GEN)
+    s = DynamicSteerer(tiny_model, vecs, layers={"a": 0, "b": 2}, positions="all", generation=GEN)
     assert s.layers == {"a": 0, "b": 2}
     with s.steering({"a": 1.5, "b": -2.0}) as plans:
         assert [p.layers for p in plans] == [[0], [2]]
@@ -250,7 +250,8 @@ def test_chat_runs_turns_and_tabulates(tiny_model, vecs):
     frame = chat.to_frame()
     assert list(frame["coeff_b"]) == [0.0, -2.0] and "z_a" in frame and "reply" in frame
     per_trait = chat.turns[0].to_frame()
-    assert list(per_trait["trait"]) == ["a", "b"] and list(per_trait["layer"]) == [0, 2]
+    middle = tiny_model.cfg.n_layers // 2  # the steered layer: steer()'s default
+    assert list(per_trait["trait"]) == ["a", "b"] and list(per_trait["layer"]) == [middle] * 2
     json.dumps(chat.turns[0].to_dict())
     with pytest.raises(PersonaLensError, match="schedule has 2 turns"):
         s.chat(["1", "2", "3"])
@@ -261,10 +262,10 @@ def test_bad_input_is_rejected(tiny_model, vecs):
         DynamicSteerer(tiny_model, vecs, target={"c": 1.0})
     with pytest.raises(PersonaLensError, match=r"\[-1, 1\]"):
         DynamicSteerer(tiny_model, vecs, target={"a": 2.0})
-    no_best = {"a": _vec(tiny_model, 3, "a")}
-    with pytest.raises(PersonaLensError, match="best_layer"):
-        DynamicSteerer(tiny_model, no_best)
-    DynamicSteerer(tiny_model, no_best, layers=1)
+    with pytest.raises(PersonaLensError, match="monitor_layers must give a value"):
+        DynamicSteerer(tiny_model, vecs, monitor_layers={"a": 1})
+    with pytest.raises(ValueError, match="unknown layer 9"):
+        DynamicSteerer(tiny_model, vecs, monitor_layers=9)
     with pytest.raises(PersonaLensError, match="outside \\[-1, 1\\]"):
         DynamicSteerer(tiny_model, vecs, policy=[{"a": 3.0}], generation=GEN).respond(CONV)
     with pytest.raises(PersonaLensError, match="unknown trait"):
@@ -388,7 +389,8 @@ def test_cli_chat_dynamic(capsys, monkeypatch, tiny_hf_dir, vector_dir):
     for r in rows:
         assert set(r["coefficients"]) == {"evil", "kind"}
         assert all(abs(c) <= 2.0 for c in r["coefficients"].values())
-        assert r["layers"] == {"evil": 1, "kind": 2}
+        # steered at steer()'s default (3 layers: 1); measured at best_layer (1 and 2)
+        assert r["layers"] == {"evil": 1, "kind": 1}
     assert "dynamic steering" in out.err
 
 
@@ -403,3 +405,31 @@ def test_cli_chat_dynamic_errors(capsys, monkeypatch, tiny_hf_dir, vector_dir):
     assert code == 2 and "--dynamic" in capsys.readouterr().err
     code = main([*base, "--target", "evil=1"])
     assert code == 2 and "--dynamic" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- default layers
+
+
+def test_steers_where_steer_does_and_measures_at_the_best_layer(tiny_model, vecs):
+    """Default: steering at steer()'s default layer (the vector's steering_layer, else the
+    middle), measuring at the vector's best_layer (else the steering layer)."""
+    from personalens.steering.resolve import resolve_layers
+    from personalens.studies.monitoring import last_prompt_projection
+
+    middle = tiny_model.cfg.n_layers // 2
+    s = DynamicSteerer(tiny_model, vecs, generation=GEN)
+    assert s.layers == {"a": middle, "b": middle}
+    assert all(s.layers[t] == resolve_layers(tiny_model, vecs[t], None)[0] for t in vecs)
+    assert s.monitor_layers == {"a": 0, "b": 2}  # the vectors' best_layer
+    assert [p.layers for p in s.plans({"a": 1.0, "b": 1.0})] == [[middle], [middle]]
+    conv = s._prepare(CONV)
+    at_best = last_prompt_projection(tiny_model, vecs["b"], [conv], layers=[2]).at(2)
+    assert s.project(CONV)["b"] == pytest.approx(float(at_best[0]))
+    assert s.describe()["monitor_layers"] == {"a": 0, "b": 2}
+    # a steering sweep's recorded steering_layer wins; no best_layer: measured where steered
+    tagged = vecs["a"].replace(metadata={"steering_layer": 2})
+    s2 = DynamicSteerer(tiny_model, {"a": tagged}, generation=GEN)
+    assert s2.layers == {"a": 2} and s2.monitor_layers == {"a": 2}
+    # both can be given, one for all or per trait
+    s3 = DynamicSteerer(tiny_model, vecs, layers=0, monitor_layers={"a": 1, "b": 0})
+    assert s3.layers == {"a": 0, "b": 0} and s3.monitor_layers == {"a": 1, "b": 0}

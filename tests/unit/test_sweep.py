@@ -2,14 +2,16 @@
 
 import importlib
 import json
+import math
 
 import pytest
 import torch
 
 from personalens.errors import PersonaLensError
-from personalens.extraction.traits import load_trait
+from personalens.extraction.traits import load_trait, parse_trait
 from personalens.model.generation import generate
 from personalens.steering.hooks import steer
+from personalens.studies.steering_cells import TOPUP_TEMPERATURE
 from personalens.studies.steering_sweep import steering_sweep
 from personalens.vectors.vector import PersonaVector
 
@@ -143,6 +145,129 @@ def test_sweep_figures(tiny_model, vec, tmp_path):
     assert list(fig.data[0].x) == [0.0, 1.0, 4.0]
     heat = plot_steering_heatmap(res)
     assert len(heat.data[0].z) == 2 and len(heat.data[0].z[0]) == 3
-    assert "/" in heat.data[0].text[0][0]
+    cell = heat.data[0].text[0][1]  # layer 0, coefficient 1: trait / coherence, then n
+    assert "/" in cell and cell.endswith(f"n={len(PROMPTS)}")
+    assert f"n = {len(PROMPTS)} replies per cell" in heat.layout.title.text
+    hover = heat.data[0].hovertext[0][1]
+    assert "95% CI" in hover and f"n = {len(PROMPTS)} replies" in hover
+    overlaps = res.summary().set_index(["layer", "coeff"]).overlaps_baseline
+    assert ("~" in cell) == bool(overlaps[(0, 1.0)])
     path = save_html(heat, tmp_path / "heat.html")
     assert path.stat().st_size > 1000
+
+
+# ----------------------------------------------------------------------------- honest n
+
+# an upstream-shaped trait file: 8 questions, no eval_questions, so 2 held out (the last quarter)
+UPSTREAM = {
+    "instruction": [{"pos": "Be evil.", "neg": "Be kind."}],
+    "questions": [f"Question number {i}?" for i in range(8)],
+    "eval_prompt": "Rate {question} {answer}",
+}
+
+
+def test_few_held_out_questions_get_samples_until_a_cell_holds_min_replies(tiny_model, vec):
+    trait = parse_trait(UPSTREAM, name="evil")
+    held_out = list(trait.split_questions()[1])
+    assert len(held_out) == 2
+    with pytest.warns(UserWarning, match="overlaps_baseline|not shown to differ"):
+        res = steering_sweep(
+            tiny_model, vec, layers=[1], coeffs=[0, 0.01], trait=trait, judge=LengthJudge(),
+            generation=sweep_mod.GenerationConfig(max_new_tokens=3), progress=False,
+        )  # fmt: skip
+    gen = res.settings["generation"]
+    assert gen["n"] == 10 and gen["temperature"] == TOPUP_TEMPERATURE  # greedy -> sampled
+    df = res.to_frame()
+    assert sorted(set(df.question)) == sorted(held_out)  # every held-out question
+    assert {"n", "ci_low", "ci_high", "overlaps_baseline"} <= set(df.columns)
+    table = res.summary()
+    assert (table.n == 20).all() and len(df) == 2 * 20
+    assert (table.ci_low <= table.trait).all() and (table.trait <= table.ci_high).all()
+    assert df.groupby("question").response.nunique().min() > 1  # sampled replies differ
+    base = table[table.coeff == 0].iloc[0]
+    assert base.overlaps_baseline is False or base.overlaps_baseline == False  # noqa: E712
+    # a tiny coefficient does not move the mean out of the unsteered CI
+    assert bool(table[table.coeff == 0.01].overlaps_baseline.iloc[0])
+    assert res.best_cell(0)["overlaps_baseline"] is True
+    assert json.dumps(res.to_dict())
+
+
+def test_min_replies_zero_and_explicit_prompts_keep_one_greedy_reply(tiny_model, vec):
+    trait = parse_trait(UPSTREAM, name="evil")
+    kw = dict(layers=[1], coeffs=[2.0], trait=trait, judge=LengthJudge(), progress=False)
+    gen = sweep_mod.GenerationConfig(max_new_tokens=2)
+    plain = steering_sweep(tiny_model, vec, generation=gen, min_replies=0, **kw)
+    assert (
+        plain.settings["generation"]["n"] == 1 and plain.settings["generation"]["temperature"] == 0
+    )
+    assert len(plain.records) == 2
+    own = steering_sweep(tiny_model, vec, PROMPTS, generation=gen, **kw)
+    assert len(own.records) == len(PROMPTS)  # explicit prompts: exactly generation.n each
+    # no unsteered cell: nothing to compare with (a feature test sweeps its baseline apart)
+    assert own.summary().overlaps_baseline.isna().all() and own.overlap_note() is None
+    with pytest.raises(PersonaLensError, match="min_replies"):
+        steering_sweep(tiny_model, vec, generation=gen, min_replies=-1, **kw)
+
+
+def test_mean_interval_resamples_questions_and_needs_two_scores():
+    from personalens.studies.steering_cells import mean_interval
+
+    assert all(math.isnan(x) for x in mean_interval([50.0], [0]))
+    assert all(math.isnan(x) for x in mean_interval([50.0, float("nan")], [0, 1]))
+    # one reply per question: the plain bootstrap over replies; deterministic
+    scores = [10.0, 20.0, 80.0, 90.0, 50.0, 60.0]
+    lo, hi = mean_interval(scores, range(6))
+    assert lo < sum(scores) / 6 < hi and (lo, hi) == mean_interval(scores, range(6))
+    # the same scores as 2 questions x 3 samples that agree within a question: resampling
+    # questions (their replies move together) gives a wider interval than 6 free replies
+    lo2, hi2 = mean_interval([10.0, 10.0, 10.0, 90.0, 90.0, 90.0], [0, 0, 0, 1, 1, 1])
+    lo6, hi6 = mean_interval([10.0, 10.0, 10.0, 90.0, 90.0, 90.0], range(6))
+    assert hi2 - lo2 > hi6 - lo6
+    # one question: its replies are resampled
+    lo1, hi1 = mean_interval([10.0, 30.0, 50.0], [7, 7, 7])
+    assert lo1 < 30.0 < hi1
+
+
+def test_flag_overlaps_on_a_made_up_table():
+    import pandas as pd
+
+    from personalens.studies.steering_cells import flag_overlaps, overlap_note
+
+    table = pd.DataFrame(
+        {
+            "layer": [1, 1, 1, 1],
+            "coeff": [0.0, 1.0, 2.0, 4.0],
+            "n": [20, 20, 20, 20],
+            "ci_low": [10.0, 25.0, 40.0, float("nan")],
+            "ci_high": [30.0, 45.0, 60.0, float("nan")],
+        }
+    )
+    flags = flag_overlaps(table)
+    assert flags == [False, True, False, True]  # no CI: nothing tells it apart
+    note = overlap_note(table.assign(overlaps_baseline=flags))
+    assert "2 of 3 steered cells" in note and "L1/c1" in note and "L1/c4" in note
+    assert "n = 20" in note
+    assert flag_overlaps(table[table.coeff != 0]) == [None, None, None]
+
+
+def test_an_upstream_eval_file_gives_all_its_questions_one_greedy_reply_each(
+    tiny_model, vec, tmp_path
+):
+    """Upstream's held-out split is the sibling trait_data_eval file: every one of its
+    questions, and with 20 of them no extra samples (greedy, as before)."""
+    from personalens.extraction.traits import load_trait_file
+
+    (tmp_path / "trait_data_extract").mkdir()
+    (tmp_path / "trait_data_eval").mkdir()
+    held_out = [f"Held-out question {i}?" for i in range(20)]
+    (tmp_path / "trait_data_extract" / "evil.json").write_text(json.dumps(UPSTREAM))
+    (tmp_path / "trait_data_eval" / "evil.json").write_text(
+        json.dumps({**UPSTREAM, "questions": held_out})
+    )
+    trait = load_trait_file(tmp_path / "trait_data_extract" / "evil.json")
+    res = steering_sweep(
+        tiny_model, vec, layers=[1], coeffs=[2.0], trait=trait, judge=LengthJudge(),
+        generation=sweep_mod.GenerationConfig(max_new_tokens=2), progress=False,
+    )  # fmt: skip
+    assert res.to_frame().question.tolist() == held_out
+    assert res.settings["generation"]["n"] == 1 and res.settings["generation"]["temperature"] == 0
