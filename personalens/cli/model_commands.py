@@ -201,7 +201,8 @@ def _check_dynamic_args(args: argparse.Namespace, vectors: list[str]) -> None:
         raise PersonaLensError("--dynamic steers with --mode add only")
     if args.layer is not None and len(args.layer) > 1:
         raise PersonaLensError(
-            "--dynamic takes one --layer for all vectors (or none: each vector's best layer)"
+            "--dynamic takes one --layer for all vectors (or none: each vector's steering_layer, "
+            "else the middle layer; each trait is measured at its vector's best_layer)"
         )
     _parse_targets(args.target)
 

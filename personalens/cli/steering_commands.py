@@ -110,7 +110,17 @@ STEERING_SWEEP_FLAGS = (
         "--trait",
         "trait to judge: a shipped trait name or a trait file (default: the vector's trait)",
     ),
-    Flag("--prompts-file", "one prompt per line (default: held-out questions)"),
+    Flag(
+        "--prompts-file", "one prompt per line (default: all held-out questions, see --min-replies)"
+    ),
+    Flag(
+        "--min-replies",
+        "with the held-out questions (no --prompts-file): answer each often enough that every "
+        "(layer, coeff) cell holds this many replies (sampled at temperature 1 when --temperature "
+        "is 0); 0: --n-per-prompt replies each",
+        type=int,
+        default=20,
+    ),
     Flag("--system", "system prompt for every prompt"),
     *flags.judge(),
     *flags.generation(
@@ -141,6 +151,11 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
         prompts = _read_prompts(preflight.check_file("--prompts-file", args.prompts_file))
         if not prompts:
             raise ArgumentError(f"--prompts-file {args.prompts_file}: holds no prompt")
+    if args.min_replies < 0:
+        raise ArgumentError(
+            f"--min-replies {args.min_replies}: must be 0 (one reply per question and "
+            "--n-per-prompt) or more"
+        )
     from personalens.steering.resolve import resolve_layers
     from personalens.studies.steering_sweep import steering_sweep
     from personalens.vectors.resolve import load_vector
@@ -160,6 +175,7 @@ def cmd_steering_sweep(args: argparse.Namespace) -> int:
             vector,
             prompts,
             layers=layers,
+            min_replies=args.min_replies,
             coeffs=args.coeffs,
             trait=args.trait,
             judge=judge,

@@ -73,6 +73,7 @@ BAD = [
     ([*SWEEP, "--prompts-file", "missing.txt"], "--prompts-file missing.txt"),
     ([*SWEEP, "--prompts-file", "empty.txt"], "holds no prompt"),
     ([*SWEEP, "--trait", "evli"], "--trait evli"),
+    ([*SWEEP, "--min-replies", "-1"], "--min-replies -1"),
     (["extract", "--trait", "evli", "--out", "OUT"], "--trait evli"),
     (["extract", "--trait-file", "missing.json", "--out", "OUT"], "--trait-file missing.json"),
     (["extract", "--out", "OUT"], "exactly one of --trait"),
