@@ -27,7 +27,16 @@ from personalens._data import VECTORS_KIND  # noqa: E402
 from personalens.model.load import EMBEDDED_MODEL_NAME  # noqa: E402
 from personalens.vectors.vector import PersonaVector  # noqa: E402
 
-EMBEDDED_SHAPE = (30, 576)  # SmolLM2-135M-Instruct: n_layers, d_model
+EMBEDDED_SHAPE = (30, 576)
+RECORDED_SWEEP = (
+    "layer_auc_ci",
+    "layer_auc_neutral",
+    "layer_auc_neutral_ci",
+    "n_heldout_pos",
+    "n_heldout_neg",
+    "heldout_bootstrap",
+    "heldout_auc_on",
+)  # SmolLM2-135M-Instruct: n_layers, d_model
 
 
 def ship(run: Path, dest_root: Path) -> Path:
@@ -62,6 +71,8 @@ def ship(run: Path, dest_root: Path) -> Path:
         "source_tensors_sha256": json.loads((run / "vector.json").read_text()).get(
             "tensors_sha256"
         ),
+        # the recorded layer sweep with its CIs and n: pl.plot.plot_layer_sweep(vector) draws it
+        **{k: summary[k] for k in RECORDED_SWEEP if summary.get(k) is not None},
     }
     shipped = vector.replace(metadata=metadata)
     dest = dest_root / VECTORS_KIND / vector.model / vector.trait

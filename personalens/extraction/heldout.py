@@ -261,11 +261,22 @@ class HeldoutReport:
         return None if self.neutral is None else self.neutral["response_avg"].best_layer
 
     def vector_metadata(self, variant: str) -> dict[str, Any]:
-        """What each vector records: both curves, and ``best_layer`` (the clean curve's best,
+        """What each vector records: both curves with their CIs and n (so a layer sweep can be
+        drawn from the vector alone), and ``best_layer`` (the clean curve's best,
         the layer steering and monitoring default to) beside ``best_layer_contaminated``."""
-        meta: dict[str, Any] = {"layer_auc": self.prompted[variant].rounded()}
+        prompted = self.prompted[variant]
+        n_boot, ci, seed = self.bootstrap
+        meta: dict[str, Any] = {
+            "layer_auc": prompted.rounded(),
+            "layer_auc_ci": prompted.rounded_ci(),
+            "n_heldout_pos": prompted.n_pos,
+            "n_heldout_neg": prompted.n_neg,
+            "heldout_auc_on": self.description,
+            "heldout_bootstrap": {"n_boot": n_boot, "ci": ci, "seed": seed},
+        }
         if self.neutral is not None:
             meta["layer_auc_neutral"] = self.neutral[variant].rounded()
+            meta["layer_auc_neutral_ci"] = self.neutral[variant].rounded_ci()
         best = self.best_layer_neutral
         meta["best_layer"] = self.best_layer if best is None else best
         meta["best_layer_contaminated"] = self.best_layer

@@ -52,7 +52,9 @@ def _stub_generator(tokenizer, plant_in_reply: bool):
     each (question, sample, side) from one distribution; with ``plant_in_reply`` the pos
     replies get 2-8 ``~`` (so the judge's score tracks them)."""
 
-    def generate(model, conversations, samples, config=None, *, backend="auto", compile=False):
+    def generate(
+        model, conversations, samples, config=None, *, backend="auto", compile=False, on_tokens=None
+    ):
         texts = []
         for conv, s in zip(conversations, samples):
             pos = conv[0]["content"].startswith("~")
@@ -63,6 +65,8 @@ def _stub_generator(tokenizer, plant_in_reply: bool):
                     chars[i] = "~"
             texts.append("".join(chars))
         tokens = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+        if on_tokens is not None:
+            on_tokens(sum(map(len, tokens)))
         return types.SimpleNamespace(
             responses=texts, response_tokens=tokens, finish_reasons=["length"] * len(texts)
         )
@@ -167,6 +171,14 @@ def test_summary_and_vector_metadata_schema(planted_runs):
         assert vec.metadata["best_layer_contaminated"] == s["best_layer"]
         assert vec.metadata["layer_auc"] == s["layer_auc_by_variant"][v]
         assert vec.metadata["layer_auc_neutral"] == s["layer_auc_neutral_by_variant"][v]
+        # the vector carries its sweep's CIs and n: pl.layer_sweep(vec) draws it alone
+        assert len(vec.metadata["layer_auc_ci"]) == len(vec.metadata["layer_auc_neutral_ci"]) == 3
+        for key in ("n_heldout_pos", "n_heldout_neg", "heldout_bootstrap", "heldout_auc_on"):
+            assert vec.metadata[key] == s[key], key
+    assert result.vectors["response_avg"].metadata["layer_auc_ci"] == s["layer_auc_ci"]
+    assert (
+        result.vectors["response_avg"].metadata["layer_auc_neutral_ci"] == s["layer_auc_neutral_ci"]
+    )
     # neutral chunks hold only the held-out replies, in their own folder
     n_eval = sum(1 for r in result.records if r["split"] == "eval")
     chunks = sorted((run_dir / "activations_neutral").glob("*.safetensors"))

@@ -66,8 +66,11 @@ def test_recorded_cis_and_n_are_the_runs_and_are_drawn(runs, nested):  # noqa: F
     summary = json.loads((run_dir / "summary.json").read_text())
     extra = {k: summary[k] for k in RECORDED}
     vec = PersonaVector.load(run_dir / "vector")
-    meta = {"shipped_from": extra} if nested else extra
-    vec = vec.replace(metadata={**vec.metadata, **meta})
+    if nested:  # a shipped copy (tools/ship_vectors.py) keeps them under shipped_from
+        plain = {k: v for k, v in vec.metadata.items() if k not in RECORDED}
+        vec = vec.replace(metadata={**plain, "shipped_from": extra})
+    else:  # the vector as extraction saved it records them itself
+        assert {k: vec.metadata[k] for k in RECORDED} == extra
     recorded = pl.layer_sweep(vec)
     fresh = layer_sweep(run_dir, variants=["response_avg"])  # the summary's 1000 resamples
     for got, want in (
