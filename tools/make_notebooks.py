@@ -281,10 +281,13 @@ def steering() -> nbf.NotebookNode:
         md(
             "## A steering sweep\n"
             "`steering_sweep` generates under every (layer, coefficient), judges trait and coherence (offline judge "
-            'here; an LLM judge with `judge="openai"`), and returns a table. Pass `out=` to make it resumable.'
+            'here; an LLM judge with `judge="openai"`), and returns a table. Pass `out=` to make it resumable. '
+            "With no prompts it answers every held-out question, each often enough that a cell holds "
+            "`min_replies=20` replies; each cell has `n`, a 95% bootstrap CI, and `overlaps_baseline` "
+            "(its CI overlaps the unsteered cell's: not shown to differ)."
         ),
         code(
-            "sweep = pl.steering_sweep(model, vec, questions, layers=[10, LAYER], coeffs=[-6, 0, 6],\n"
+            "sweep = pl.steering_sweep(model, vec, layers=[10, LAYER], coeffs=[-6, 0, 6],\n"
             '                          judge="offline", generation=pl.GenerationConfig(max_new_tokens=32), progress=False)\n'
             "sweep.summary().round(1)"
         ),
@@ -720,7 +723,8 @@ def big_five() -> nbf.NotebookNode:
         ),
         code(
             "steerer = pl.steering.DynamicSteerer(\n"
-            '    model, {"outgoing": vectors["outgoing"], "compassionate": vectors["compassionate"]}, layers=LAYER,\n'
+            '    model, {"outgoing": vectors["outgoing"], "compassionate": vectors["compassionate"]},\n'
+            "    layers=LAYER, monitor_layers=LAYER,  # steer and measure at one layer\n"
             '    target={"outgoing": 1.0, "compassionate": 0.5}, max_coeff=0.1, coeff_scale="resid",\n'
             "    generation=pl.GenerationConfig(max_new_tokens=24),\n"
             ")\n"
