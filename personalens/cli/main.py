@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from personalens.cli.extraction_commands import EXTRACT, LAYER_SWEEP, add_traits_parser
 from personalens.cli.model_commands import CHAT, INFO
+from personalens.cli.persona_commands import PERSONA_SPACE
 from personalens.cli.sae_commands import DECOMPOSE
 from personalens.cli.steering_commands import STEER, STEERING_SWEEP
 from personalens.cli.study_commands import QUESTIONNAIRE, SCREEN
@@ -30,6 +31,7 @@ COMMANDS = (
     SCREEN,
     QUESTIONNAIRE,
     DECOMPOSE,
+    PERSONA_SPACE,
 )
 
 

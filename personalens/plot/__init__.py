@@ -38,12 +38,17 @@ Figures:
   line per dimension with its least-squares fit, the trait's target dimension highlighted.
 * :func:`plot_additive_test` -- observed vs predicted score changes of summed and subtracted
   trait vectors, one point per dimension, with the identity line.
+* :func:`plot_persona_space` -- the roles in PC1-PC2-PC3 of the persona space at one layer,
+  labelled and coloured by their projection on the Assistant Axis, the default assistant marked.
+* :func:`plot_persona_variance` -- variance explained by each principal component at one layer.
+* :func:`plot_persona_layers` -- per layer: PC1's explained variance, its cosine with the axis,
+  and the default assistant's rank on PC1.
 
 One module per kind of result: :mod:`~personalens.plot.vectors` (cosines),
 :mod:`~personalens.plot.steering`, :mod:`~personalens.plot.layer_sweep`,
 :mod:`~personalens.plot.monitoring`, :mod:`~personalens.plot.screening`,
-:mod:`~personalens.plot.sae`, :mod:`~personalens.plot.finetuning` and
-:mod:`~personalens.plot.personality`; :mod:`~personalens.plot.style` holds what they share.
+:mod:`~personalens.plot.sae`, :mod:`~personalens.plot.finetuning`,
+:mod:`~personalens.plot.personality` and :mod:`~personalens.plot.persona_space`; :mod:`~personalens.plot.style` holds what they share.
 """
 
 from __future__ import annotations
@@ -54,6 +59,11 @@ from personalens.plot.monitoring import (
     plot_monitoring_r_by_layer,
     plot_monitoring_scatter,
     plot_token_trace,
+)
+from personalens.plot.persona_space import (
+    plot_persona_layers,
+    plot_persona_space,
+    plot_persona_variance,
 )
 from personalens.plot.personality import plot_additive_test, plot_scalar_sweep
 from personalens.plot.sae import plot_feature_steering, plot_sae_cosines, random_max_cosine
@@ -72,6 +82,9 @@ __all__ = [
     "plot_layer_sweep",
     "plot_monitoring_r_by_layer",
     "plot_monitoring_scatter",
+    "plot_persona_layers",
+    "plot_persona_space",
+    "plot_persona_variance",
     "plot_sae_cosines",
     "random_max_cosine",
     "plot_scalar_sweep",

@@ -1,4 +1,6 @@
-"""Studies built on extraction and steering: layer sweeps, steering sweeps, monitoring, screening, finetuning shift, and personality (questionnaires, OCEAN algebra, ranking)."""
+"""Studies built on extraction and steering: layer sweeps, steering sweeps, monitoring, screening,
+finetuning shift, personality (questionnaires, OCEAN algebra, ranking), and persona space (role
+vectors, PCA, the Assistant Axis)."""
 
 from personalens.stats import wilson_interval
 from personalens.studies.finetuning.load import load_finetuned
@@ -21,6 +23,12 @@ from personalens.studies.monitoring_conditions import (
 )
 from personalens.studies.monitoring_experiment import monitoring_experiment
 from personalens.studies.monitoring_result import MonitoringResult
+from personalens.studies.persona_space import (
+    PersonaSpaceResult,
+    load_axis_pt,
+    persona_space,
+    save_axis_pt,
+)
 from personalens.studies.personality.additive_test import AdditiveTestResult, additive_test
 from personalens.studies.personality.ocean import BIG_FIVE_POLES
 from personalens.studies.personality.pairwise_judge import OpenAIPairwiseJudge, judge_pairs
@@ -49,6 +57,7 @@ __all__ = [
     "MonitorCondition",
     "MonitoringResult",
     "OpenAIPairwiseJudge",
+    "PersonaSpaceResult",
     "PromptProjections",
     "Questionnaire",
     "QuestionnaireResult",
@@ -65,13 +74,16 @@ __all__ = [
     "layer_sweep",
     "list_questionnaires",
     "list_scenario_sets",
+    "load_axis_pt",
     "load_finetuned",
     "load_questionnaire",
     "load_scenarios",
     "load_screening_data",
     "many_shot_conditions",
     "monitoring_experiment",
+    "persona_space",
     "run_ranking",
+    "save_axis_pt",
     "scalar_sweep",
     "score_questionnaire",
     "screen",

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FAST_S = 3.0  # the budget for a bad command line, start-up included
 
 # the commands that load and run the model: each takes --backend and --quiet
-RUNS_MODEL = ["chat", "steer", "steering-sweep", "extract", "screen", "questionnaire", "decompose"]
+RUNS_MODEL = [
+    "chat", "steer", "steering-sweep", "extract", "screen", "questionnaire", "decompose",
+    "persona-space",
+]  # fmt: skip
 # enough arguments for each command to parse
 REQUIRED = {
     "steering-sweep": ["--vector", "v", "--coeffs", "1", "--out", "o"],
@@ -29,6 +32,7 @@ REQUIRED = {
     "layer-sweep": ["--run", "r"],
     "screen": ["--vector", "v", "--data", "d", "--out", "o"],
     "decompose": ["--vector", "v", "--sae", "s", "--out", "o"],
+    "persona-space": ["--out", "o"],
 }
 LAYER_COMMANDS = ["chat", "steer", "steering-sweep", "screen", "questionnaire", "decompose"]
 
