@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from personalens.cli.extraction_commands import EXTRACT, LAYER_SWEEP, add_traits_parser
+from personalens.cli.judge_commands import JUDGE_BENCH
 from personalens.cli.model_commands import CHAT, INFO
 from personalens.cli.persona_commands import PERSONA_SPACE
 from personalens.cli.sae_commands import DECOMPOSE
@@ -31,6 +32,7 @@ COMMANDS = (
     SCREEN,
     QUESTIONNAIRE,
     DECOMPOSE,
+    JUDGE_BENCH,
     PERSONA_SPACE,
 )
 

@@ -119,12 +119,15 @@ def check_judge(judge: Judge, trait: Trait) -> None:
     where = f"judge {judge.name!r}" + (f" at {server}" if server else "")
     seen = getattr(judge, "unusable", None)  # the OpenAI judge counts why replies gave NaN
     why = f"; its replies had {', '.join(sorted(seen))}" if seen else ""
+    fix = getattr(judge, "probe_fix", None) or (  # a judge may know better what to do
+        "use a judge model and server that return logprobs (logprobs=true, top_logprobs=20: "
+        "OpenAI, vLLM, llama.cpp server), check --judge-base-url and --judge-model, or use "
+        "--judge offline."
+    )
     raise JudgeError(
         f"the {where} answered the pre-flight probe but returned no usable score for "
         f"{' and '.join(bad)} (NaN: no logprobs / no numeric tokens / not JSON{why}), so every "
-        "reply of this run would be unscorable. Fix: use a judge model and server that return "
-        "logprobs (logprobs=true, top_logprobs=20: OpenAI, vLLM, llama.cpp server), check "
-        "--judge-base-url and --judge-model, or use --judge offline."
+        f"reply of this run would be unscorable. Fix: {fix}"
     )
 
 

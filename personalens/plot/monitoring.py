@@ -132,7 +132,7 @@ def plot_monitoring_scatter(
         fig,
         title,
         x="projection of the last prompt token on the unit vector",
-        y="judged trait score",
+        y=f"trait score ({result.settings.get('judge', 'judge')})",
         legend="condition",
     )
 

@@ -27,7 +27,7 @@ def plot_steering_sweep(
 ) -> go.Figure:
     """Trait score (top, ± s.e.m. over prompts) and coherence (bottom) vs coefficient per layer."""
     table = result.summary(coherence_threshold)
-    fig = _score_and_coherence_panels("judged trait score")
+    fig = _score_and_coherence_panels(f"trait score ({result.settings.get('judge', 'judge')})")
     for i, layer in enumerate(result.layers):
         rows = table[table.layer == layer].sort_values("coeff")
         _add_score_and_coherence(

@@ -33,6 +33,7 @@ REQUIRED = {
     "screen": ["--vector", "v", "--data", "d", "--out", "o"],
     "decompose": ["--vector", "v", "--sae", "s", "--out", "o"],
     "persona-space": ["--out", "o"],
+    "judge-bench": ["--out", "o"],
 }
 LAYER_COMMANDS = ["chat", "steer", "steering-sweep", "screen", "questionnaire", "decompose"]
 
