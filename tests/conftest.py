@@ -15,7 +15,7 @@ def make_tokenizer():
     return byte_tokenizer("personalens-tok-")
 
 
-def make_tiny_model(tokenizer=None, seed: int = 0, n_layers: int = 3):
+def make_tiny_model(tokenizer=None, seed: int = 0, n_layers: int = 3, n_ctx: int = 256):
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
     tokenizer = tokenizer or make_tokenizer()
@@ -27,7 +27,7 @@ def make_tiny_model(tokenizer=None, seed: int = 0, n_layers: int = 3):
         n_key_value_heads=2,
         d_mlp=64,
         d_vocab=len(tokenizer),
-        n_ctx=256,
+        n_ctx=n_ctx,
         act_fn="silu",
         normalization_type="RMS",
         positional_embedding_type="rotary",
