@@ -288,7 +288,7 @@ def steering() -> nbf.NotebookNode:
         ),
         code(
             "sweep = pl.steering_sweep(model, vec, layers=[10, LAYER], coeffs=[-6, 0, 6],\n"
-            '                          judge="offline", generation=pl.GenerationConfig(max_new_tokens=32), progress=False)\n'
+            '                          judge="offline", generation=pl.GenerationConfig(max_new_tokens=32))  # a progress bar per stage\n'
             "sweep.summary().round(1)"
         ),
         code("pl.plot.plot_steering_sweep(sweep)"),

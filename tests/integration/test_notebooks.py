@@ -31,6 +31,12 @@ def test_notebook_runs(path, workdir):
         if o.output_type == "error"
     ]
     assert not errors
+    text = "".join(str(o) for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "IProgress not found" not in text  # ipywidgets is installed: bars are widgets
+    if path.name.startswith("02_"):  # the steering sweep's cell shows a widget progress bar
+        sweep = next(c for c in nb.cells if "pl.steering_sweep(" in c.source)
+        kinds = {k for o in sweep.get("outputs", []) for k in o.get("data", {})}
+        assert "application/vnd.jupyter.widget-view+json" in kinds, kinds
 
 
 def test_notebooks_are_numbered_in_reading_order():
