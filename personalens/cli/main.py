@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from personalens.cli.drift_commands import DRIFT
 from personalens.cli.extraction_commands import EXTRACT, LAYER_SWEEP, add_traits_parser
 from personalens.cli.judge_commands import JUDGE_BENCH
 from personalens.cli.model_commands import CHAT, INFO
@@ -34,6 +35,7 @@ COMMANDS = (
     DECOMPOSE,
     JUDGE_BENCH,
     PERSONA_SPACE,
+    DRIFT,
 )
 
 

@@ -1,4 +1,5 @@
-"""From a trait file to a persona vector: trait files and the resumable extraction pipeline.
+"""From a trait file to a persona vector: trait files and the resumable extraction pipeline; and
+style vectors from labelled texts (no contrastive system prompts).
 
 ``pl.extract`` runs every stage; each stage is callable on its own from a notebook.
 """
@@ -12,11 +13,13 @@ from personalens.extraction.run_activations import (
     collect_neutral_activations,
     collect_run_activations,
 )
+from personalens.extraction.style import StyleSet, list_style_sets, load_style_set, style_vector
 from personalens.extraction.traits import Trait, list_traits, load_trait, parse_trait, save_trait
 
 __all__ = [
     "ExtractionConfig",
     "ExtractionResult",
+    "StyleSet",
     "Trait",
     "build_jobs",
     "collect_neutral_activations",
@@ -27,9 +30,12 @@ __all__ = [
     "generate_responses",
     "heldout_layer_auc",
     "judge_responses",
+    "list_style_sets",
     "list_traits",
+    "load_style_set",
     "load_trait",
     "measure_heldout",
     "parse_trait",
     "save_trait",
+    "style_vector",
 ]

@@ -43,16 +43,21 @@ Figures:
 * :func:`plot_persona_variance` -- variance explained by each principal component at one layer.
 * :func:`plot_persona_layers` -- per layer: PC1's explained variance, its cosine with the axis,
   and the default assistant's rank on PC1.
+* :func:`plot_drift_trajectories` -- the mean projection on the Assistant Axis per turn of a
+  conversation, one line per scenario kind, uncapped vs capped, with CI bands.
+* :func:`plot_style_persona_cosines` -- cosines of style vectors with persona vectors at a layer.
 
 One module per kind of result: :mod:`~personalens.plot.vectors` (cosines),
 :mod:`~personalens.plot.steering`, :mod:`~personalens.plot.layer_sweep`,
 :mod:`~personalens.plot.monitoring`, :mod:`~personalens.plot.screening`,
 :mod:`~personalens.plot.sae`, :mod:`~personalens.plot.finetuning`,
-:mod:`~personalens.plot.personality` and :mod:`~personalens.plot.persona_space`; :mod:`~personalens.plot.style` holds what they share.
+:mod:`~personalens.plot.personality` , :mod:`~personalens.plot.persona_space` and
+:mod:`~personalens.plot.drift`; :mod:`~personalens.plot.style` holds what they share.
 """
 
 from __future__ import annotations
 
+from personalens.plot.drift import plot_drift_trajectories, plot_style_persona_cosines
 from personalens.plot.finetuning import plot_finetuning_shift, plot_shift_by_layer
 from personalens.plot.layer_sweep import plot_layer_separation, plot_layer_sweep
 from personalens.plot.monitoring import (
@@ -73,6 +78,8 @@ from personalens.plot.style import save_html
 from personalens.plot.vectors import plot_cosine_by_layer, plot_cosine_matrix
 
 __all__ = [
+    "plot_drift_trajectories",
+    "plot_style_persona_cosines",
     "plot_additive_test",
     "plot_cosine_by_layer",
     "plot_cosine_matrix",

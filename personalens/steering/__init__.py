@@ -5,7 +5,9 @@ layer, as a value any engine applies), :mod:`~personalens.steering.plan` (a requ
 per-layer edits), :mod:`~personalens.steering.calibration` (reference norms, cap bounds, the
 ``"response"`` mask), `personalens.steering.hooks` (the TransformerLens hooks, handles and the registry of
 attached edits), :mod:`~personalens.steering.policies`, :mod:`~personalens.steering.dynamic`
-and :mod:`~personalens.steering.turns` (dynamic steering and its results).
+and :mod:`~personalens.steering.turns` (dynamic steering and its results),
+:mod:`~personalens.steering.capping` (activation capping along an axis: a layer band and a floor
+from a percentile of the default assistant's projections).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from personalens._lazy import lazy_face
 # steering (which imports generation, which imports the engines). No name here is also a
 # submodule's name, so laziness cannot hand back a module.
 _EXPORTS = {
+    "CappingConfig": "capping",
     "DynamicChat": "turns",
     "DynamicSteerer": "dynamic",
     "LLMPolicy": "policies",
@@ -32,12 +35,16 @@ _EXPORTS = {
     "apply_plan": "hooks",
     "attached_edits": "hooks",
     "calibrate_cap": "calibration",
+    "cap": "capping",
+    "capping_plan": "capping",
+    "default_projections": "capping",
     "plan_steering": "plan",
     "residual_norms": "calibration",
     "response_positions": "calibration",
     "steer": "hooks",
 }
 __all__ = [
+    "CappingConfig",
     "DynamicChat",
     "DynamicSteerer",
     "LLMPolicy",
@@ -52,6 +59,9 @@ __all__ = [
     "apply_plan",
     "attached_edits",
     "calibrate_cap",
+    "cap",
+    "capping_plan",
+    "default_projections",
     "plan_steering",
     "residual_norms",
     "response_positions",
@@ -65,6 +75,7 @@ if TYPE_CHECKING:  # pragma: no cover
         residual_norms,
         response_positions,
     )
+    from personalens.steering.capping import CappingConfig, cap, capping_plan, default_projections
     from personalens.steering.dynamic import DynamicSteerer
     from personalens.steering.edits import LayerEdit
     from personalens.steering.hooks import (

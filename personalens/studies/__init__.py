@@ -1,6 +1,7 @@
 """Studies built on extraction and steering: layer sweeps, steering sweeps, monitoring, screening,
-finetuning shift, personality (questionnaires, OCEAN algebra, ranking), and persona space (role
-vectors, PCA, the Assistant Axis)."""
+finetuning shift, personality (questionnaires, OCEAN algebra, ranking), persona space (role
+vectors, PCA, the Assistant Axis), persona drift over a conversation (and under capping), and
+style vectors compared with persona vectors."""
 
 from personalens.stats import wilson_interval
 from personalens.studies.finetuning.load import load_finetuned
@@ -23,6 +24,12 @@ from personalens.studies.monitoring_conditions import (
 )
 from personalens.studies.monitoring_experiment import monitoring_experiment
 from personalens.studies.monitoring_result import MonitoringResult
+from personalens.studies.persona_drift import (
+    DriftResult,
+    DriftScenario,
+    load_drift_scenarios,
+    persona_drift,
+)
 from personalens.studies.persona_space import (
     PersonaSpaceResult,
     load_axis_pt,
@@ -47,10 +54,17 @@ from personalens.studies.screening import screen
 from personalens.studies.screening_data import load_screening_data
 from personalens.studies.screening_result import ScreeningResult
 from personalens.studies.steering_sweep import SteeringSweepResult, steering_sweep
+from personalens.studies.style_comparison import (
+    StyleCosines,
+    style_persona_cosines,
+    style_steering_sweep,
+)
 
 __all__ = [
     "AdditiveTestResult",
     "BIG_FIVE_POLES",
+    "DriftResult",
+    "DriftScenario",
     "FinetuneResult",
     "FinetuningShift",
     "LayerSweepResult",
@@ -65,6 +79,7 @@ __all__ = [
     "ScalarSweepResult",
     "ScreeningResult",
     "SteeringSweepResult",
+    "StyleCosines",
     "TokenTrace",
     "additive_test",
     "finetune",
@@ -75,12 +90,14 @@ __all__ = [
     "list_questionnaires",
     "list_scenario_sets",
     "load_axis_pt",
+    "load_drift_scenarios",
     "load_finetuned",
     "load_questionnaire",
     "load_scenarios",
     "load_screening_data",
     "many_shot_conditions",
     "monitoring_experiment",
+    "persona_drift",
     "persona_space",
     "run_ranking",
     "save_axis_pt",
@@ -88,6 +105,8 @@ __all__ = [
     "score_questionnaire",
     "screen",
     "steering_sweep",
+    "style_persona_cosines",
+    "style_steering_sweep",
     "system_prompt_spectrum",
     "token_trace",
     "trait_examples",

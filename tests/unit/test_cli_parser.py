@@ -11,7 +11,7 @@ from personalens.cli.steering_commands import cmd_steering_sweep
 from .test_first_hour_cli import REQUIRED
 
 COMMANDS = ["info", "chat", "steer", "steering-sweep", "traits", "extract", "layer-sweep",
-            "screen", "questionnaire", "decompose", "judge-bench", "persona-space"]  # fmt: skip
+            "screen", "questionnaire", "decompose", "judge-bench", "persona-space", "drift"]  # fmt: skip
 OLD_NAMES = {"sweep": cmd_layer_sweep, "sweep-steer": cmd_steering_sweep}
 
 

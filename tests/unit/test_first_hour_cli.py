@@ -22,7 +22,7 @@ FAST_S = 3.0  # the issue's budget for a bad command line, start-up included
 # the commands that load and run the model: each takes --backend and --quiet
 RUNS_MODEL = [
     "chat", "steer", "steering-sweep", "extract", "screen", "questionnaire", "decompose",
-    "persona-space",
+    "persona-space", "drift",
 ]  # fmt: skip
 # enough arguments for each command to parse
 REQUIRED = {
@@ -34,8 +34,11 @@ REQUIRED = {
     "decompose": ["--vector", "v", "--sae", "s", "--out", "o"],
     "persona-space": ["--out", "o"],
     "judge-bench": ["--out", "o"],
+    "drift": ["--axis", "a", "--out", "o"],
 }
-LAYER_COMMANDS = ["chat", "steer", "steering-sweep", "screen", "questionnaire", "decompose"]
+LAYER_COMMANDS = [
+    "chat", "steer", "steering-sweep", "screen", "questionnaire", "decompose", "drift",
+]  # fmt: skip
 
 
 class ModelLoaded(Exception):
