@@ -98,11 +98,7 @@ def cmd_persona_space(args: argparse.Namespace) -> int:
 
 
 PERSONA_SPACE = common.Command(
-    "persona-space",
-    PERSONA_SPACE_HELP,
-    PERSONA_SPACE_FLAGS,
-    cmd_persona_space,
-    runs_model=True,
+    "persona-space", PERSONA_SPACE_HELP, PERSONA_SPACE_FLAGS, cmd_persona_space, runs_model=True
 )
 
 
