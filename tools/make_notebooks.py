@@ -736,6 +736,135 @@ def big_five() -> nbf.NotebookNode:
     return _notebook(cells)
 
 
+def persona_space() -> nbf.NotebookNode:
+    md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+    cells = [
+        md(
+            "# 07 · Persona space and the Assistant Axis\n\n"
+            "Lu et al. (2026) system-prompt a model into many character archetypes (editor, oracle, jester, ghost ...) "
+            "and into its default assistant, and average the activations of the replies that stay fully in role: one "
+            "**role vector** per role and layer. The first principal component of the role vectors is close to the "
+            "**Assistant Axis** `mean(default) - mean(roles)`, which points from role-play to the default assistant; "
+            "projecting a conversation on it shows the persona *drifting*, and *capping* the projection from below "
+            "holds it in place. As everywhere in personalens, **layer `L` is `blocks.L.hook_resid_post`**. The last "
+            "section compares *style vectors* (from labelled texts, Konen et al.) with persona vectors."
+        ),
+        md(
+            "## A small persona space\n"
+            "8 shipped roles (spread over the categories) x 1 system prompt x 1 shared question, plus the default "
+            "assistant's 5 neutral prompts, 24-token replies, role adherence (0-3) scored by the offline judge (a "
+            "documented approximation of the LLM judge). The run directory makes a rerun resume instead of "
+            "regenerating."
+        ),
+        code(
+            "import pandas as pd\n\n"
+            "import personalens as pl\n\n"
+            "model = pl.load_model()\n"
+            "space = pl.studies.persona_space(\n"
+            '    model, out="runs/notebook_persona", max_roles=8, max_questions=1, judge="offline",\n'
+            "    n_prompts=1, max_new_tokens=24,\n"
+            ")  # a progress bar per stage\n"
+            "s = space.summary\n"
+            "print(f\"{s['n_roles']} roles, {s['n_replies']} replies, adherence counts {s['adherence_counts']}\")\n"
+            "p = space.at()  # the report layer (the middle one)\n"
+            'print(f"layer {p.layer}: cos(PC1, axis) = {p.pc1_axis_cosine:.3f}, PC1 explains {p.explained_variance_ratio[0]:.1%}, "\n'
+            '      f"the default\'s PC1 rank {p.default_pc1_rank} (1 = beyond every role)")'
+        ),
+        md(
+            "`summary.json` holds one value per layer of `pc1_axis_cosine`, `pc1_explained_variance` and "
+            "`default_pc1_rank`; every fifth layer:"
+        ),
+        code(
+            'keys = ["pc1_axis_cosine", "pc1_explained_variance", "default_pc1_rank"]\n'
+            'pd.DataFrame({k: s[k] for k in keys}, index=pd.Index(s["layers"], name="layer")).iloc[::5]'
+        ),
+        md(
+            "With 8 roles and one reply each these numbers are illustrative only: they move with the handful of "
+            "replies drawn. The real run is the CLI's default sizes, `personalens persona-space --out DIR` (about "
+            "half an hour on 2 CPU cores for the embedded model).\n\n"
+            "The roles along the axis at the report layer (the default assistant included), and the persona space:"
+        ),
+        code(
+            "frame = space.to_frame()\n"
+            'frame[frame["layer"] == p.layer].sort_values("axis_projection")[["role", "pc1", "pc2", "axis_projection", "rule"]].round(2)'
+        ),
+        code("pl.plot.plot_persona_space(space)"),
+        code("pl.plot.plot_persona_variance(space)"),
+        code("pl.plot.plot_persona_layers(space)"),
+        md(
+            "The axis is saved as a persona vector (`DIR/axis`), and as upstream's `axis.pt` (row `L` = layer `L`; "
+            "`pl.studies.load_axis_pt` also reads upstream's own files, checking the layer convention):"
+        ),
+        code(
+            'axis = pl.PersonaVector.load("runs/notebook_persona/axis")\n'
+            'print(axis.trait, axis.n_layers, "layers;", "axis.pt loads:", pl.studies.load_axis_pt("runs/notebook_persona/axis.pt", model).n_layers, "layers")'
+        ),
+        md(
+            "## Persona drift, uncapped and capped\n"
+            "One scripted conversation of each shipped kind (emotional disclosure, meta-reflection about the model, "
+            "a bounded task), 3 user turns, greedy 24-token replies; each reply's mean projection on the axis at "
+            "layer 15. Then the same conversations with **capping**: at layers 12-17 the projection is kept above "
+            "a floor, the 25th percentile of the default assistant's own projections (calibrated on its replies to "
+            "neutral prompts). The capability proxy is the log-likelihood of reference answers to 20 neutral "
+            "questions, with and without the cap."
+        ),
+        code(
+            "scenarios = pl.studies.load_drift_scenarios(max_conversations=1, max_turns=3)\n"
+            'capping = pl.steering.CappingConfig.parse("layers_12:18-p0.25", model.cfg.n_layers)\n'
+            "drift = pl.studies.persona_drift(\n"
+            "    model, axis, scenarios, layer=15, capping=capping,\n"
+            '    generation=pl.GenerationConfig(max_new_tokens=24), out="runs/notebook_drift", progress=False,\n'
+            ")\n"
+            'print("floors:", {L: round(f, 2) for L, f in drift.capping["floors"].items()})\n'
+            'drift.drift()[["kind", "capped", "n", "drift"]].round(3)  # slope of the projection per turn'
+        ),
+        code("pl.plot.plot_drift_trajectories(drift)"),
+        md(
+            "The drift capping removed per kind, and what it cost: coherence (offline judge, 0-100) and the change "
+            "in answer log-likelihood (nats per token; negative = capping costs). One conversation per kind has no "
+            "confidence interval; `personalens drift --axis DIR/axis --cap layers_12:18-p0.25` runs them all."
+        ),
+        code(
+            "print(drift.drift_removed().round(3).to_string(index=False))\n"
+            'print(drift.coherence()[["kind", "capped", "coherence"]].round(1).to_string(index=False))\n'
+            '{k: round(v, 3) for k, v in drift.capability.items() if k != "loglik_change_ci"}'
+        ),
+        code(
+            'pd.set_option("display.max_colwidth", 90)\n'
+            'drift.to_frame()[["kind", "turn", "capped", "projection", "reply"]].round(2)'
+        ),
+        md(
+            "## Style vectors\n"
+            "A style vector is `mean(positive) - mean(negative)` of the activations of labelled texts, teacher-forced "
+            "after a neutral prompt (no contrastive system prompts). The shipped `sentiment` set has 30 positive and "
+            "30 negative texts of our own writing (`pl.extraction.list_style_sets()`; a `datasets.Dataset` with a text "
+            "and a label column works the same). Its cosines with a few shipped persona vectors and the Assistant "
+            "Axis, at every layer:"
+        ),
+        code(
+            'style = pl.extraction.style_vector(model, "sentiment")\n'
+            'personas = [pl.shipped_vector(t) for t in ("evil", "compassionate", "outgoing", "nervous", "calm")] + [axis]\n'
+            "cosines = pl.studies.style_persona_cosines([style], personas)\n"
+            "print(style.trait, style.n_pos, style.n_neg)\n"
+            "pl.plot.plot_style_persona_cosines(cosines, layer=15)"
+        ),
+        md(
+            "A tiny steering sweep of the style vector at layer 15 (two neutral prompts, coefficients in units of the "
+            "residual norm), judged for positive vs negative sentiment by the offline judge, whose anchors are the "
+            "set's own texts:"
+        ),
+        code(
+            "sweep = pl.studies.style_steering_sweep(\n"
+            '    model, style, "sentiment", layers=[15], coeffs=[-0.1, 0, 0.1], coeff_scale="resid",\n'
+            '    prompts=["Tell me about your weekend.", "What do you think of Mondays?"], min_replies=2,\n'
+            '    judge="offline", generation=pl.GenerationConfig(max_new_tokens=24), progress=False,\n'
+            ")\n"
+            "sweep.summary().round(1)"
+        ),
+    ]
+    return _notebook(cells)
+
+
 def main() -> None:
     out = ROOT / "notebooks"
     out.mkdir(exist_ok=True)
@@ -746,6 +875,7 @@ def main() -> None:
     nbf.write(sae_decomposition(), out / "04_sae_decomposition.ipynb")
     nbf.write(finetuning(), out / "05_finetuning_shift.ipynb")
     nbf.write(big_five(), out / "06_big_five.ipynb")
+    nbf.write(persona_space(), out / "07_persona_space.ipynb")
 
 
 if __name__ == "__main__":
