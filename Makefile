@@ -13,7 +13,7 @@ PIP_INSTALL := $(PIP) install --disable-pip-version-check -q $(PIP_EXTRA) -c con
 STAMP := $(VENV)/.personalens-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint bench clean
+.PHONY: install demo test test-unit test-server lint bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,22 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# `make test-server` (opt-in, not part of `make test`): the OpenAI-compatible judge against a real
+# llama.cpp server on the embedded GGUF model (tests/server). First run builds llama-cpp-python
+# from source into $(VENV) (no wheel for this platform; needs gcc/g++; ~10 minutes on 2 cores);
+# later runs reuse it. GGML_NATIVE=OFF: a portable build (no AMX / AVX-512: some CPUs need that);
+# LLAVA_BUILD=OFF: the multimodal library is not needed. LLAMA_CPP_SPEC may name a local sdist.
+LLAMA_CPP_SPEC ?= llama-cpp-python[server]==0.3.36
+LLAMA_CPP_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF
+LLAMA_CPP_JOBS ?= 2
+
+test-server: install
+	@$(PY) -c "import llama_cpp, llama_cpp.server.app" 2>/dev/null || { \
+	  echo "==> building $(LLAMA_CPP_SPEC) into $(VENV) (from source: about 10 minutes)"; \
+	  CMAKE_ARGS="$(LLAMA_CPP_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(LLAMA_CPP_JOBS) \
+	    $(PIP_INSTALL) "$(LLAMA_CPP_SPEC)"; }
+	PERSONALENS_TEST_SERVER=1 $(PY) -m pytest tests/server -q -s $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check personalens tests experiments tools
