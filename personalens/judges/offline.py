@@ -85,9 +85,13 @@ class SentenceEmbedder:
     def __init__(self, path: str | Path | None = None, device: str = "cpu", batch_size: int = 64):
         from transformers import AutoModel, AutoTokenizer
 
+        # transformers with its progress bars (lazy, as transformers itself is here)
+        from personalens.model.gguf_convert import quiet_progress
+
         path = Path(path) if path else embedder_path()
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
+        with quiet_progress():  # no "Loading weights" bar in every notebook cell that judges
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True).to(device).eval()
         self.device = device
         self.batch_size = batch_size
         self._cache: dict[str, Tensor] = {}
