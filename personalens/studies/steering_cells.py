@@ -84,7 +84,7 @@ def summarize_judged(
 
 
 def mean_interval(
-    scores: Sequence[float],
+    scores: Sequence[float | int],  # a judge may give whole numbers
     groups: Sequence[Any],
     *,
     n_boot: int = N_BOOT,
