@@ -804,15 +804,16 @@ def persona_space() -> nbf.NotebookNode:
             "One scripted conversation of each shipped kind (emotional disclosure, meta-reflection about the model, "
             "a bounded task), 3 user turns, greedy 24-token replies; each reply's mean projection on the axis at "
             "layer 15. Then the same conversations with **capping**: at layers 12-17 the projection is kept above "
-            "a floor, the 25th percentile of the default assistant's own projections (calibrated on its replies to "
-            "neutral prompts). The capability proxy is the log-likelihood of reference answers to 20 neutral "
+            "a floor, the 25th percentile of the default assistant's own projections (its replies in the "
+            "persona-space run above). The capability proxy is the log-likelihood of reference answers to 20 neutral "
             "questions, with and without the cap."
         ),
         code(
             "scenarios = pl.studies.load_drift_scenarios(max_conversations=1, max_turns=3)\n"
             'capping = pl.steering.CappingConfig.parse("layers_12:18-p0.25", model.cfg.n_layers)\n'
+            'default_replies = [(r["question"], r["response"]) for r in space.records if r["role"] == "default"]\n'
             "drift = pl.studies.persona_drift(\n"
-            "    model, axis, scenarios, layer=15, capping=capping,\n"
+            "    model, axis, scenarios, layer=15, capping=capping, default_texts=default_replies,\n"
             '    generation=pl.GenerationConfig(max_new_tokens=24), out="runs/notebook_drift", progress=False,\n'
             ")\n"
             'print("floors:", {L: round(f, 2) for L, f in drift.capping["floors"].items()})\n'
