@@ -33,20 +33,9 @@ from personalens.judges.local_numbers import number_tokens
 from personalens.model.chat import encode_chat
 from personalens.studies.judge_bench import load_bench
 from tests.server.conftest import MODEL_ALIAS, post_json
+from tests.unit.fake_openai import JUDGE_ENV
 
 N_PER_LABEL = 3
-CLEARED_ENV = (
-    "OPENAI_API_KEY",
-    "OPENAI_BASE_URL",
-    "PERSONALENS_JUDGE_BASE_URL",
-    "PERSONALENS_JUDGE_MODEL",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +65,7 @@ def prompts(trait, items) -> list[str]:
 def openai_judge(llama_server):
     """The OpenAI judge on the server: no key, no cache, no retries to wait through."""
     with pytest.MonkeyPatch.context() as mp:
-        for var in CLEARED_ENV:
+        for var in JUDGE_ENV:
             mp.delenv(var, raising=False)
         mp.setenv("NO_PROXY", "127.0.0.1,localhost")
         judge = make_judge(

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.fake_openai import FAKE_KEY, KEY_ENV, FakeOpenAI
+from tests.unit.fake_openai import FAKE_KEY, JUDGE_ENV, KEY_ENV, FakeOpenAI
 
 
 @pytest.fixture
 def openai_env(monkeypatch, tmp_path):
     """No real endpoint, key or proxy from the environment; the fake key; a private cache."""
-    for var in (
-        "PERSONALENS_JUDGE_BASE_URL",
-        "PERSONALENS_JUDGE_MODEL",
-        "OPENAI_BASE_URL",
-        "OPENAI_API_KEY",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-    ):
+    for var in JUDGE_ENV:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("PERSONALENS_CACHE", str(tmp_path / "plcache"))

@@ -15,6 +15,19 @@ from personalens.judges.openai_client import APIConfig
 
 FAKE_KEY = "sk-test-PERSONALENS-0123456789abcdefSECRET"
 KEY_ENV = "PERSONALENS_TEST_JUDGE_KEY"
+# what a test clears so that no real endpoint, key or proxy from the environment is used
+JUDGE_ENV = (
+    "PERSONALENS_JUDGE_BASE_URL",
+    "PERSONALENS_JUDGE_MODEL",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
 MODEL = "fake-judge"
 MAX_REQUESTS = 400  # a runaway retry loop fails fast instead of hanging
 
