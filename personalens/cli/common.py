@@ -95,52 +95,6 @@ class Command:
         return add_command(sub, self.name, **options)
 
 
-# the shared groups of personalens.cli.flags as calls, for a parser built by hand (as before the
-# tables: a module written against these keeps working)
-
-
-def add_layer_arg(p: argparse.ArgumentParser, help: str, *, many: bool = True) -> None:
-    add_flags(p, flags.layer(help, many=many))
-
-
-def add_shard_args(p: argparse.ArgumentParser) -> None:
-    add_flags(p, flags.SHARDS)
-
-
-def add_judge_args(p: argparse.ArgumentParser, *, choose: bool = True) -> None:
-    add_flags(p, flags.judge(choose=choose))
-
-
-def add_steering_args(p: argparse.ArgumentParser, **kinds: bool) -> None:
-    add_flags(p, flags.steering(**kinds))
-
-
-def add_generation_args(
-    p: argparse.ArgumentParser,
-    *,
-    max_new_tokens: int,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    seed: bool = False,
-    count: str | None = None,
-    batch_size: int | None = None,
-    help: dict[str, str] | None = None,
-) -> None:
-    """:func:`personalens.cli.flags.generation` with a default per keyword: ``count`` (a flag
-    such as ``--n-per-prompt``, default 1) when named, ``--seed`` (default 0) with ``seed``, the
-    others when their default is given."""
-    given = {
-        count: 1,
-        "--max-new-tokens": max_new_tokens,
-        "--temperature": temperature,
-        "--top-p": top_p,
-        "--seed": 0 if seed else None,
-        "--batch-size": batch_size,
-    }
-    defaults = {k: v for k, v in given.items() if k is not None and v is not None}
-    add_flags(p, flags.generation(defaults, help))
-
-
 # the per-prompt count flags (``n`` of a GenerationConfig) that commands spell their own way
 COUNT_DESTS = ("n_per_prompt", "n_per_question")
 
