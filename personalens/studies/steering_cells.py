@@ -21,8 +21,6 @@ fewer than two scored replies, or only one question and one reply, has no interv
 from __future__ import annotations
 
 import math
-import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -181,15 +179,3 @@ def overlap_note(table: pd.DataFrame, ci: float = CI_LEVEL) -> str | None:
         "overlaps_baseline). More replies per cell narrow the CIs: more questions, or "
         "more samples per question (min_replies=, generation n)."
     )
-
-
-def warn_at_caller(message: str) -> None:
-    """``warnings.warn(message)`` attributed to the first frame outside personalens and
-    jaxtyping's wrappers (their number varies), so the warning names the caller's line."""
-    frame, level = sys._getframe(1), 1
-    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
-        "personalens",
-        "jaxtyping",
-    ):
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level + 1)

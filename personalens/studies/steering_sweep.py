@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from personalens._io import atomic_write_json
 from personalens.engines.hf import resolve_backend
-from personalens.errors import PersonaLensError
+from personalens.errors import PersonaLensError, warn_at_caller
 from personalens.extraction.traits import Trait, load_trait
 from personalens.judges.base import Judge, judge_records
 from personalens.judges.factory import make_judge
@@ -61,7 +61,6 @@ from personalens.studies.steering_cells import (
     overlap_note,
     summarize_judged,
     topped_up,
-    warn_at_caller,
 )
 from personalens.vectors.vector import PersonaVector
 

@@ -33,12 +33,9 @@ are built on :func:`read_persona_vectors_pt` and :func:`write_persona_vectors_pt
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
-import jaxtyping
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -46,16 +43,10 @@ from torch import Tensor
 from personalens._io import atomic_write
 from personalens._types import LayerDirections
 from personalens.conventions import hf_hidden_states_index
-from personalens.errors import PersonaLensError
+from personalens.errors import PersonaLensError, warn_at_caller
 
 Direction = Float[Tensor, " d_model"]
 HFLayout = Float[Tensor, "n_hf d_model"]
-
-# warnings name the first caller outside these folders (personalens, jaxtyping's wrappers)
-_INTERNAL = tuple(
-    str(folder) + os.sep
-    for folder in (Path(__file__).resolve().parents[1], Path(jaxtyping.__file__).resolve().parent)
-)
 
 # the key of PersonaVector.metadata that records where an imported .pt file came from
 PT_METADATA_KEY = "persona_vectors_pt"
@@ -120,7 +111,7 @@ def read_persona_vectors_pt(
     key, obj = _load_tensor(path)
     directions, row0 = from_hf_hidden_states_layout(obj)
     if obj.dtype == torch.float64 and not torch.equal(obj.float().double(), obj):
-        _warn(
+        warn_at_caller(
             f"{path} is float64; personalens stores float32, so exporting it again will not "
             "be bit-identical."
         )
@@ -131,7 +122,7 @@ def read_persona_vectors_pt(
         if last
         else ""
     )
-    _warn(
+    warn_at_caller(
         f"{path}: its last row (row {last + 1}) is HF hidden_states[{last + 1}], taken after the "
         f"model's final norm, not the residual stream after block {last}; it imports as layer "
         f"{last} but differs from a personalens vector at that layer (in one check: a 14x "
@@ -146,23 +137,6 @@ def read_persona_vectors_pt(
         }
     }
     return directions, row0, provenance
-
-
-def _warn(message: str) -> None:
-    """``warnings.warn(message)`` located at the first caller outside personalens and
-    jaxtyping's wrappers (whose number of frames varies), so the warning names the user's line."""
-    frame = sys._getframe(1)
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame = frame.f_back
-    warnings.warn_explicit(
-        message,
-        UserWarning,
-        frame.f_code.co_filename,
-        frame.f_lineno,
-        module=frame.f_globals.get("__name__"),
-        registry=frame.f_globals.setdefault("__warningregistry__", {}),
-        module_globals=frame.f_globals,
-    )
 
 
 def _load_tensor(path: Path) -> tuple[Any, Tensor]:
