@@ -113,6 +113,7 @@ class LocalJudge:
         self.min_mass = min_mass
         self.numbers = numbers
         self._reading: tuple[str, Any] | None = None
+        self._engine: str | None = None  # "hf" or "tl", chosen with the reading, once
 
     # what check_judge suggests when the probe gets no score (a NaN: too little on numbers)
     probe_fix = (
@@ -145,7 +146,7 @@ class LocalJudge:
         single = number_tokens(model.tokenizer)
         values = sorted(set(single.values()))
         digits = digit_tokens(model.tokenizer)
-        engine = resolve_backend(model, self.backend)
+        engine = self._engine = resolve_backend(model, self.backend)
         why = None if digits else "its digits are not single tokens"
         if engine != "hf":
             why = why or f"reading digit by digit needs the Hugging Face engine (here {engine!r})"
@@ -235,7 +236,7 @@ class LocalJudge:
         self, model: HookedTransformer, prompt_ids: list[list[int]]
     ) -> Float[Tensor, "batch vocab"]:
         batch = batch_from_ids(prompt_ids, None, pad_id(model.tokenizer), model.cfg.device)
-        if resolve_backend(model, self.backend) == "hf":
+        if self._engine == "hf":  # chosen once by _resolve_reading, not per batch
             width = batch.tokens.shape[1]
             with HFDecoder(model, len(prompt_ids), width) as forward:
                 return forward(batch.tokens, batch.attention_mask).float()
