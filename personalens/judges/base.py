@@ -174,7 +174,12 @@ def judge_records(
         trait_scores = judge.score_trait(trait, items)
         coherence = judge.score_coherence(items)
         new = [
-            {"key": r["key"], "trait": _num(t), "coherence": _num(c), "judge": judge.name}
+            {
+                "key": r["key"],
+                "trait": nan_to_none(t),
+                "coherence": nan_to_none(c),
+                "judge": judge.name,
+            }
             for r, t, c in zip(chunk, trait_scores, coherence)
         ]
         judged.update((r["key"], r) for r in new)
@@ -253,8 +258,8 @@ def _logged_scores(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, dic
     return scored, {r["key"]: r for r in best if not is_scored(r)}
 
 
-def _num(x: float | None) -> float | None:
-    """JSON-safe score: NaN is stored as null."""
+def nan_to_none(x: float | None) -> float | None:
+    """JSON-safe score: NaN is stored as null (:func:`none_to_nan` reads it back)."""
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 

@@ -34,7 +34,7 @@ from personalens._io import atomic_write_text
 from personalens.errors import PersonaLensError
 from personalens.extraction.config import ExtractionConfig
 from personalens.extraction.traits import load_trait
-from personalens.judges.base import JudgeItem
+from personalens.judges.base import JudgeItem, nan_to_none, none_to_nan
 from personalens.runs.resume import run_resumable
 from personalens.runs.run_dir import open_run_dir
 from personalens.stats import auc_intervals, roc_auc
@@ -153,7 +153,7 @@ def _score_trait(
                 "trait": trait.name,
                 "label": it.label,
                 "kind": it.kind,
-                "score": None if math.isnan(s) else float(s),
+                "score": nan_to_none(s),
                 "judge": judge.name,
             }
             for it, s in zip(chunk, scores)
@@ -169,7 +169,7 @@ def _score_trait(
         progress=progress,
         unit="reply",
     )
-    return [math.nan if done[it.id]["score"] is None else done[it.id]["score"] for it in items]
+    return [none_to_nan(done[it.id]["score"]) for it in items]
 
 
 def run_judge_bench(
@@ -190,12 +190,13 @@ def run_judge_bench(
     ``out``: a run directory (``config.json``, ``scores.jsonl``, ``summary.json``); rerunning
     with the same judge and settings resumes it, another judge is refused.
     """
-    names = list(traits) if traits else bench_traits()
-    unknown = sorted(set(names) - set(bench_traits()))
+    available = bench_traits()
+    names = list(traits) if traits else available
+    unknown = sorted(set(names) - set(available))
     if unknown:
         raise PersonaLensError(
             f"the judge benchmark has no trait {', '.join(map(repr, unknown))}. Fix: pick from "
-            f"{', '.join(bench_traits())}."
+            f"{', '.join(available)}."
         )
     settings = {"judge": judge.name, "anchors": anchors, "threshold": threshold}
     run = open_run_dir(
@@ -204,13 +205,13 @@ def run_judge_bench(
         what="a judge benchmark",
         fix="Resume with the same judge and settings, or use a new --out directory.",
     )
+    path = run / "scores.jsonl" if run is not None else None
     rows = []
     for name in names:
         items = load_bench(name)
         trait = load_trait(name)
         if not anchors:
             trait = dataclasses.replace(trait, judge_anchors=None)
-        path = run / "scores.jsonl" if run is not None else None
         scores = _score_trait(judge, trait, items, path, progress)
         rows.append(
             summarize_trait(name, items, scores, threshold=threshold, n_boot=n_boot, seed=seed)

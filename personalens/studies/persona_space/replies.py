@@ -9,7 +9,6 @@ generation log is ``responses.jsonl``, the judge's ``adherence.jsonl`` (one ``{"
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from personalens.extraction.jobs import Job
 from personalens.extraction.responses import generate_responses
-from personalens.judges.base import JudgeItem
+from personalens.judges.base import JudgeItem, nan_to_none, none_to_nan
 from personalens.runs.resume import run_resumable
 from personalens.runs.sharding import Shard
 from personalens.studies.persona_space.adherence import AdherenceJudge
@@ -100,7 +99,7 @@ def judge_replies(
             items = [JudgeItem(r["question"], r["response"]) for r in mine]
             scores = scorer.score_adherence(roles[name], items)
             out += [
-                {"key": r["key"], "score": _num(s), "judge": scorer.name}
+                {"key": r["key"], "score": nan_to_none(s), "judge": scorer.name}
                 for r, s in zip(mine, scores)
             ]
         return out
@@ -116,12 +115,4 @@ def judge_replies(
         shard=shard,
         unit="reply",
     )
-    return {r["key"]: _nan(done[r["key"]]["score"]) for r in todo}
-
-
-def _num(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
-
-
-def _nan(x: float | None) -> float:
-    return math.nan if x is None else float(x)
+    return {r["key"]: none_to_nan(done[r["key"]]["score"]) for r in todo}
