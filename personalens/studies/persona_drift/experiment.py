@@ -203,7 +203,8 @@ def persona_drift(
     ctx = {"records": {}, "user": user_obj, "judge": judge_obj, "generation": gen,
            "layer": layer, "capping": config}  # fmt: skip
     path = run / "turns.jsonl" if run is not None else None
-    for capped in [False] if config is None else [False, True]:
+    conditions = [False] if config is None else [False, True]  # uncapped, then capped
+    for capped in conditions:
         for turn in range(max(len(s.turns) for s in scenarios)):
             items = [s for s in scenarios if turn < len(s.turns)]
             ctx["records"].update(
@@ -218,8 +219,7 @@ def persona_drift(
                     unit="conversation",
                 )
             )
-    keys = [_key(c, s, t) for c in ([False] if config is None else [False, True])
-            for s in scenarios for t in range(len(s.turns))]  # fmt: skip
+    keys = [_key(c, s, t) for c in conditions for s in scenarios for t in range(len(s.turns))]
     cost = capability_cost(model, axis, config) if config is not None and capability else None
     result = DriftResult(
         records=[{k: v for k, v in ctx["records"][key].items() if k != "key"} for key in keys],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from personalens._data import load_file_or_shipped, shipped_names
@@ -91,10 +91,7 @@ def load_drift_scenarios(
         if max_conversations is not None:
             scenarios = scenarios[:max_conversations]
         if max_turns is not None:
-            scenarios = [
-                DriftScenario(s.kind, s.name, s.turns[:max_turns], s.brief, s.simulated_user)
-                for s in scenarios
-            ]
+            scenarios = [replace(s, turns=s.turns[:max_turns]) for s in scenarios]
         out.extend(scenarios)
     keys = [s.key for s in out]
     if len(set(keys)) != len(keys):

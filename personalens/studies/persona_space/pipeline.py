@@ -2,7 +2,8 @@
 
 Stages (each chunked, logged in the run directory and skipped when finished on a rerun):
 
-1. :func:`~personalens.studies.persona_space.replies.generate_replies`: one reply per (role,
+1. :func:`~personalens.extraction.responses.generate_responses` (extraction's resumable,
+   shardable generation stage, sample 0 seeded from its conversation): one reply per (role,
    system prompt, shared question), the default's neutral prompts included
    (``responses.jsonl``);
 2. the response-average activation of every reply at every layer (``activations/``, through
@@ -46,6 +47,7 @@ from personalens._io import (
 )
 from personalens.engines.hf import resolve_backend
 from personalens.errors import ArgumentError
+from personalens.extraction.responses import generate_responses
 from personalens.extraction.run_activations import collect_run_activations
 from personalens.runs.lock import holds_run_dir
 from personalens.runs.sharding import Shard, is_leader, resolve_shard
@@ -53,7 +55,7 @@ from personalens.studies.persona_space.adherence import adherence_judge, check_a
 from personalens.studies.persona_space.axis_file import AXIS_METHOD, AXIS_TRAIT, save_axis_pt
 from personalens.studies.persona_space.config import GENERATION_FIELDS, PersonaSpaceConfig
 from personalens.studies.persona_space.pca import persona_pca
-from personalens.studies.persona_space.replies import build_jobs, generate_replies, judge_replies
+from personalens.studies.persona_space.replies import build_jobs, judge_replies
 from personalens.studies.persona_space.result import PersonaSpaceResult
 from personalens.studies.persona_space.role_vectors import compute_axis, mean_vector, role_vectors
 from personalens.studies.persona_space.roles import Role, load_questions, load_roles
@@ -127,12 +129,12 @@ def _stages(model, default, chosen, qs, config, scorer, run, progress, backend, 
     timings)``."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    ext = config.extraction_config()
     jobs = build_jobs(default, chosen, qs, config, model.cfg.model_name)
-    records = generate_replies(model, jobs, config, run, progress, backend=backend, shard=worker)
+    records = generate_responses(model, jobs, ext, run, progress, backend=backend, shard=worker)
     timings["generate_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     with_tokens = [r for r in records if r["response_tokens"]]
-    ext = config.extraction_config()
     acts = collect_run_activations(
         model, with_tokens, ext, run, progress, backend=backend, shard=worker
     )
