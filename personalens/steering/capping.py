@@ -44,7 +44,13 @@ if TYPE_CHECKING:
 
     from personalens.vectors.vector import PersonaVector
 
-__all__ = ["CappingConfig", "cap", "capping_plan", "default_projections"]
+__all__ = [
+    "CappingConfig",
+    "cap",
+    "capping_plan",
+    "default_projections",
+    "response_projections",
+]
 
 # the prompt a bare default reply (a string without its prompt) is teacher-forced under
 NEUTRAL_PROMPT = "Hello! What can you help me with?"
@@ -178,9 +184,24 @@ def default_projections(
     applies, so call it on the plain model."""
     layers = list(select_layers(list(layers), model.cfg.n_layers, unique=True))
     prompts, replies = _pairs(default_texts)
-    units = unit_directions(vector_directions(model, axis)[layers], layers).cpu()
+    return response_projections(model, axis, prompts, replies, layers, batch_size=batch_size)
+
+
+def response_projections(
+    model: HookedTransformer,
+    axis: PersonaVector | Tensor,
+    prompts: Sequence[Any],
+    replies: Sequence[Any],
+    layers: Sequence[int],
+    *,
+    batch_size: int = 8,
+) -> Tensor:
+    """``[n_replies, len(layers)]``: the mean projection of each reply's tokens on the unit
+    axis (teacher-forced after its prompt or conversation, ``response_avg``) at each of
+    ``layers`` (checked by the caller); what capping floors and drift both read."""
+    units = unit_directions(vector_directions(model, axis)[list(layers)], list(layers)).cpu()
     acts = collect_activations(
-        model, prompts, replies, layers=layers, batch_size=batch_size, progress=False
+        model, prompts, replies, layers=list(layers), batch_size=batch_size, progress=False
     )
     return torch.einsum("nld,ld->nl", acts.response_avg, units)
 

@@ -14,9 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from personalens.conventions import check_layer
-from personalens.model.activations import collect_activations
 from personalens.model.chat import Message
-from personalens.steering.resolve import unit_directions, vector_directions
+from personalens.steering.capping import response_projections
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -39,20 +38,18 @@ def reply_projections(
     """Mean projection on the unit axis at ``layer`` of each reply's tokens, given the
     conversation before it (ending with the user's turn); NaN for an empty reply."""
     layer = check_layer(layer, model.cfg.n_layers)
-    unit = unit_directions(vector_directions(model, axis)[[layer]], [layer])[0].cpu()
     keep = [i for i, r in enumerate(replies) if len(r) > 0]
     out = [math.nan] * len(replies)
     if not keep:
         return out
-    acts = collect_activations(
+    values = response_projections(
         model,
+        axis,
         [list(conversations[i]) for i in keep],
         [replies[i] for i in keep],
-        layers=[layer],
+        [layer],
         batch_size=batch_size,
-        progress=False,
-    )
-    values = (acts.response_avg[:, 0] @ unit).tolist()
+    )[:, 0].tolist()
     for i, v in zip(keep, values):
         out[i] = float(v)
     return out
