@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -105,8 +106,17 @@ class SteeringSweepResult(Result):
         table = summarize_judged(
             replies, ["layer", "coeff"], coherence_threshold=coherence_threshold
         )
-        table = table.merge(cell_intervals(replies), on=["layer", "coeff"], how="left")
+        table = table.merge(self._intervals, on=["layer", "coeff"], how="left")
         return table.assign(overlaps_baseline=flag_overlaps(table))
+
+    @cached_property
+    def _intervals(self) -> pd.DataFrame:
+        """The per-cell bootstrap CIs (2000 resamples a cell): computed once, not at every
+        ``summary()``/``to_frame()``/``best_cell()``; they do not depend on the coherence
+        threshold."""
+        import pandas as pd
+
+        return cell_intervals(pd.DataFrame.from_records(self.records))
 
     def frame_records(self) -> list[dict[str, Any]]:
         """The replies, each with its cell's ``n``, ``ci_low``, ``ci_high``, ``overlaps_baseline``."""
