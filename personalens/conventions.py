@@ -35,6 +35,7 @@ from personalens.errors import ArgumentError, LayerError, PersonaLensError
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 LAYER_CONVENTION = "resid_post"
 SAE_OUTPUT_HOOK = "hook_sae_output"  # the output hook point of sae-lens's spliced-SAE wrapper
+SAE_INPUT_HOOK = "hook_sae_input"  # its input hook point: the residual the spliced SAE encodes
 
 
 def hook_name(layer: int) -> str:
@@ -68,6 +69,25 @@ def resid_hook(model: Any, layer: int) -> str:
         f"{layer} of this model. Remove what replaced the hook point (for sae-lens SAEs: "
         "model.reset_saes()) or splice it in through HookedSAETransformer.add_sae."
     )
+
+
+def resid_input_hook(model: Any, layer: int) -> str:
+    """Where the residual at ``layer`` is read to be encoded: ``blocks.L.hook_resid_post``, or,
+    when an SAE is spliced in there (sae-lens's ``HookedSAETransformer.add_sae``), that SAE's
+    input hook (``...hook_resid_post.hook_sae_input``): the residual stream itself, what the
+    SAE being described was trained on, whatever the spliced SAE outputs. Found as
+    :func:`resid_hook` finds the spliced SAE's output (and refusing
+    what it refuses)."""
+    name = resid_hook(model, layer)
+    if name == hook_name(layer):
+        return name
+    inner = f"{hook_name(layer)}.{SAE_INPUT_HOOK}"
+    if inner not in model.mod_dict:
+        raise PersonaLensError(
+            f"{hook_name(layer)} holds a spliced SAE without a {SAE_INPUT_HOOK} hook point, so "
+            "the residual it encodes cannot be read: remove it (model.reset_saes()) first"
+        )
+    return inner
 
 
 def hf_hidden_states_index(layer: int) -> int:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from personalens.conventions import hook_name, resid_hook
+from personalens.conventions import hook_name, resid_input_hook
 from personalens.errors import PersonaLensError
 from personalens.model.chat import batch_from_ids, pad_id
 from personalens.results import Result
@@ -353,34 +353,11 @@ def _chunk_top(
     )
 
 
-# the input hook point of sae-lens's spliced-SAE wrapper: the residual the spliced SAE encodes
-SAE_INPUT_HOOK = "hook_sae_input"
-
-
-def read_hook(model: Any, layer: int) -> str:
-    """Where the residual at ``layer`` is read to be encoded: ``blocks.L.hook_resid_post``, or,
-    when an SAE is spliced in there (sae-lens's ``HookedSAETransformer.add_sae``), that SAE's
-    input hook (``...hook_resid_post.hook_sae_input``): the residual stream itself, what the
-    SAE being described was trained on, whatever the spliced SAE outputs. Found as
-    :func:`personalens.conventions.resid_hook` finds the spliced SAE's output (and refusing
-    what it refuses)."""
-    name = resid_hook(model, layer)
-    if name == hook_name(layer):
-        return name
-    inner = f"{hook_name(layer)}.{SAE_INPUT_HOOK}"
-    if inner not in model.mod_dict:
-        raise PersonaLensError(
-            f"{hook_name(layer)} holds a spliced SAE without a {SAE_INPUT_HOOK} hook point, so "
-            "the residual it encodes cannot be read: remove it (model.reset_saes()) first"
-        )
-    return inner
-
-
 def _encoded_activations(
     model: Any, sae: LayerSAE, feats: list[int], batch: Any, encoded: Tensor
 ) -> Tensor:
     """``[b, p, F]`` activations of ``feats`` at the ``encoded`` positions (NaN elsewhere): one
-    forward up to the SAE's layer (read where :func:`read_hook` says), its residuals encoded
+    forward up to the SAE's layer (read where :func:`~personalens.conventions.resid_input_hook` says), its residuals encoded
     in blocks of 2048."""
     b, p = batch.tokens.shape
     store: dict[str, Tensor] = {}
@@ -388,7 +365,7 @@ def _encoded_activations(
     def grab(resid: Tensor, hook: Any) -> None:
         store["resid"] = resid.detach()
 
-    with model.hooks(fwd_hooks=[(read_hook(model, sae.layer), grab)]):
+    with model.hooks(fwd_hooks=[(resid_input_hook(model, sae.layer), grab)]):
         model(
             batch.tokens,
             attention_mask=batch.attention_mask.long(),

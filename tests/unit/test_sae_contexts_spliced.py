@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from personalens.conventions import resid_input_hook
 from personalens.errors import PersonaLensError
-from personalens.sae.contexts import feature_contexts, read_hook
+from personalens.sae.contexts import feature_contexts
 
 # the spliced model (an SAE at layer 1 of the tiny model's weights) and the SAE-test helpers
 from tests.unit.test_first_hour_steering import sae_model  # noqa: F401
@@ -18,9 +19,9 @@ SPLICED = "blocks.1.hook_resid_post"
 
 
 def test_contexts_read_the_spliced_saes_input(sae_model, tiny_model):  # noqa: F811
-    assert read_hook(tiny_model, 1) == SPLICED
-    assert read_hook(sae_model, 1) == f"{SPLICED}.hook_sae_input"
-    assert read_hook(sae_model, 0) == "blocks.0.hook_resid_post"  # no SAE there
+    assert resid_input_hook(tiny_model, 1) == SPLICED
+    assert resid_input_hook(sae_model, 1) == f"{SPLICED}.hook_sae_input"
+    assert resid_input_hook(sae_model, 0) == "blocks.0.hook_resid_post"  # no SAE there
     sae = make_sae(layer=1, seed=4)
     kw = dict(n=3, window=(2, 1), batch_size=2, progress=False)
     spliced = feature_contexts(sae_model, sae, 1, [0, 5, 17], TEXTS, **kw).to_frame()
@@ -46,4 +47,4 @@ def test_a_replaced_hook_point_without_sae_hooks_is_refused():
     model.blocks[1].hook_resid_post = nn.Identity()
     model.setup()
     with pytest.raises(PersonaLensError, match="not a hook point"):
-        read_hook(model, 1)
+        resid_input_hook(model, 1)
