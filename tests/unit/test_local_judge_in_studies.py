@@ -41,8 +41,15 @@ def judge(tokenizer):
         return LocalJudge(model, numbers="single")
 
 
-def test_an_extraction_judged_by_the_local_judge(tiny_model, judge, tmp_path):
-    result = extract(tiny_model, parse_trait(TRAIT), judge, CFG, tmp_path / "run", progress=False)
+@pytest.fixture(scope="module")
+def extracted(tiny_model, judge, tmp_path_factory):
+    """One extraction judged by the local judge (the sweep below steers with its vector)."""
+    run = tmp_path_factory.mktemp("local_judge") / "run"
+    return extract(tiny_model, parse_trait(TRAIT), judge, CFG, run, progress=False)
+
+
+def test_an_extraction_judged_by_the_local_judge(tiny_model, judge, extracted):
+    result = extracted
     scores = list(result.scores.values())
     assert len(scores) == len(result.records) > 0
     for s in scores:
@@ -52,18 +59,10 @@ def test_an_extraction_judged_by_the_local_judge(tiny_model, judge, tmp_path):
     assert result.vector.directions.shape[0] == tiny_model.cfg.n_layers
 
 
-def test_a_steering_sweep_judged_by_the_local_judge(tiny_model, judge, tmp_path):
-    run = extract(
-        tiny_model,
-        parse_trait(TRAIT),
-        judge,
-        CFG,
-        tmp_path / "run",
-        progress=False,
-    )
+def test_a_steering_sweep_judged_by_the_local_judge(tiny_model, judge, extracted, tmp_path):
     sweep = steering_sweep(
         tiny_model,
-        run.vector,
+        extracted.vector,
         ["How are you?", "Any news?"],
         layers=[1],
         coeffs=[0.0, 2.0],
